@@ -1,0 +1,952 @@
+"""MS COCO 2017 train+val as one pool of 123,287 images for cross-modal retrieval and hashing.
+
+Each row is one image with its captions, its 80-class labels and a 300-d Doc2Vec vector of its
+captions, numbered like the reference `.mat` files of the hashing literature: the pool is every
+image of train2017 and val2017 sorted by image id, and `index` is the position in that order.
+
+The COCO 2017 annotation files this module reads look like this (abridged, one record each):
+
+    captions_train2017.json
+        {"images": [{"id": 397133, "file_name": "000000397133.jpg", "width": 640,
+                     "height": 427, "license": 4, "coco_url": "...", ...}],
+         "annotations": [{"image_id": 397133, "id": 370509, "caption": "A man is ..."}]}
+    instances_train2017.json
+        {"images": [... as above ...],
+         "annotations": [{"image_id": 397133, "id": 1768, "category_id": 18, "iscrowd": 0,
+                          "bbox": [...], "area": 702.1, "segmentation": [[...polygon...]]}],
+         "categories": [{"id": 18, "name": "dog", "supercategory": "animal"}]}
+
+The images come from `train2017.zip` / `val2017.zip` (entries `train2017/000000397133.jpg`).
+Everything that reads COCO lives here once - archive reading, the annotation index, the
+category mapping, the Doc2Vec sidecar format - and the helpers in `tools/` import it, because a
+loading script only carries single-file modules with it.
+"""
+
+import dataclasses
+import json
+import os
+import struct
+import time
+import zipfile
+import zlib
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import datasets
+import fsspec
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = datasets.logging.get_logger(__name__)
+
+_DESCRIPTION = """\
+MS COCO 2017 (train2017 + val2017) as one pool of 123,287 images for cross-modal retrieval and
+hashing: each image with its ~5 captions, a multi-hot vector over the 80 object categories and a
+300-d Doc2Vec vector of its captions, ordered by image id as in the reference preprocessing.
+"""
+_HOMEPAGE = "https://cocodataset.org"
+_LICENSE = "Annotations: CC BY 4.0. Images: Flickr terms of use of each image."
+_CITATION = """\
+@inproceedings{lin2014microsoft,
+  title={Microsoft COCO: Common Objects in Context},
+  author={Lin, Tsung-Yi and Maire, Michael and Belongie, Serge and Hays, James and Perona, Pietro
+          and Ramanan, Deva and Doll{\\'a}r, Piotr and Zitnick, C. Lawrence},
+  booktitle={ECCV},
+  year={2014}
+}
+"""
+
+VERSION = datasets.Version("1.0.0")
+OFFICIAL_BASE_URL = "http://images.cocodataset.org"
+COCO_SPLITS = ("train2017", "val2017")
+ANNOTATIONS = "annotations"
+
+
+@dataclasses.dataclass(frozen=True)
+class Archive:
+    """One official COCO 2017 download."""
+
+    url_path: str  # below the base URL of the official host or a mirror
+    num_bytes: int
+    sha256: str
+
+    @property
+    def file_name(self) -> str:
+        return self.url_path.rsplit("/", 1)[-1]
+
+
+ARCHIVES = {
+    "train2017": Archive(
+        "zips/train2017.zip", 19_336_861_798, "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929"
+    ),
+    "val2017": Archive(
+        "zips/val2017.zip", 815_585_330, "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05"
+    ),
+    ANNOTATIONS: Archive(
+        "annotations/annotations_trainval2017.zip",
+        252_907_541,
+        "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268",
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolCounts:
+    images: int
+    captions: int
+    labeled: int
+
+
+# What the real train2017 + val2017 hold; asserted whenever the source is the real COCO 2017.
+REAL_COUNTS = PoolCounts(images=123_287, captions=616_767, labeled=122_218)
+
+# The 80 COCO object categories as (category id, name, supercategory), ascending by id. The
+# reference preprocessing numbers classes 0..79 in this order; ids 12, 26, 29, 30, 45, 66, 68,
+# 69, 71 and 83 are unused by COCO.
+CATEGORIES = (
+    (1, "person", "person"), (2, "bicycle", "vehicle"), (3, "car", "vehicle"),
+    (4, "motorcycle", "vehicle"), (5, "airplane", "vehicle"), (6, "bus", "vehicle"),
+    (7, "train", "vehicle"), (8, "truck", "vehicle"), (9, "boat", "vehicle"),
+    (10, "traffic light", "outdoor"), (11, "fire hydrant", "outdoor"), (13, "stop sign", "outdoor"),
+    (14, "parking meter", "outdoor"), (15, "bench", "outdoor"), (16, "bird", "animal"),
+    (17, "cat", "animal"), (18, "dog", "animal"), (19, "horse", "animal"), (20, "sheep", "animal"),
+    (21, "cow", "animal"), (22, "elephant", "animal"), (23, "bear", "animal"),
+    (24, "zebra", "animal"), (25, "giraffe", "animal"), (27, "backpack", "accessory"),
+    (28, "umbrella", "accessory"), (31, "handbag", "accessory"), (32, "tie", "accessory"),
+    (33, "suitcase", "accessory"), (34, "frisbee", "sports"), (35, "skis", "sports"),
+    (36, "snowboard", "sports"), (37, "sports ball", "sports"), (38, "kite", "sports"),
+    (39, "baseball bat", "sports"), (40, "baseball glove", "sports"), (41, "skateboard", "sports"),
+    (42, "surfboard", "sports"), (43, "tennis racket", "sports"), (44, "bottle", "kitchen"),
+    (46, "wine glass", "kitchen"), (47, "cup", "kitchen"), (48, "fork", "kitchen"),
+    (49, "knife", "kitchen"), (50, "spoon", "kitchen"), (51, "bowl", "kitchen"),
+    (52, "banana", "food"), (53, "apple", "food"), (54, "sandwich", "food"),
+    (55, "orange", "food"), (56, "broccoli", "food"), (57, "carrot", "food"),
+    (58, "hot dog", "food"), (59, "pizza", "food"), (60, "donut", "food"), (61, "cake", "food"),
+    (62, "chair", "furniture"), (63, "couch", "furniture"), (64, "potted plant", "furniture"),
+    (65, "bed", "furniture"), (67, "dining table", "furniture"), (70, "toilet", "furniture"),
+    (72, "tv", "electronic"), (73, "laptop", "electronic"), (74, "mouse", "electronic"),
+    (75, "remote", "electronic"), (76, "keyboard", "electronic"), (77, "cell phone", "electronic"),
+    (78, "microwave", "appliance"), (79, "oven", "appliance"), (80, "toaster", "appliance"),
+    (81, "sink", "appliance"), (82, "refrigerator", "appliance"), (84, "book", "indoor"),
+    (85, "clock", "indoor"), (86, "vase", "indoor"), (87, "scissors", "indoor"),
+    (88, "teddy bear", "indoor"), (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
+)
+CLASS_NAMES = [name for _, name, _ in CATEGORIES]
+
+DOC2VEC_DIM = 300
+DOC2VEC_SIDECAR = "coco_unified_doc2vec.parquet"
+DOC2VEC_METADATA_KEY = b"coco_unified.doc2vec"
+DOC2VEC_COMMAND = "python -m tools.build_doc2vec --data-dir DIR --output {path}"
+
+# Shards of train2017.zip when streaming: each is one ranged GET of whole entries, and their
+# number bounds how many DataLoader workers and nodes can share the pool.
+DEFAULT_NUM_SHARDS = 16
+# A gap this small between two wanted entries of a remote zip is read and thrown away rather
+# than paid for with a new request.
+MAX_SKIPPED_BYTES = 4 << 20
+READ_CHUNK = 1 << 20
+# Retries of a dropped or refused remote read, waiting 1, 2, 4, ... times this many seconds.
+RETRIES = 5
+RETRY_BASE_DELAY = 0.5
+
+
+class CocoError(ValueError):
+    """Bad or unreachable COCO input; the message names the file, the entry and the fix."""
+
+
+# ----------------------------------------------------------------------------- categories
+
+
+class CategoryMap:
+    """COCO category ids <-> the class indices 0..79 of the reference preprocessing."""
+
+    def __init__(self, categories=CATEGORIES):
+        self.names = [name for _, name, _ in categories]
+        self._index_of_id = {category_id: index for index, (category_id, _, _) in enumerate(categories)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, category_id: int, where: str) -> int:
+        try:
+            return self._index_of_id[category_id]
+        except KeyError:
+            raise CocoError(
+                f"{where}: unknown category id {category_id}; COCO 2017 uses the 80 ids of "
+                "coco_unified.CATEGORIES. Fix or remove that annotation."
+            ) from None
+
+    def check_listed(self, listed: Sequence["_Category"], file_name: str) -> None:
+        """The `categories` of an instances file must be exactly the 80 known ones."""
+        found = {category.id: category.name for category in listed}
+        expected = {category_id: name for category_id, name in zip(self._index_of_id, self.names)}
+        if found != expected:
+            differing = sorted(set(found.items()) ^ set(expected.items()))[:5]
+            raise CocoError(
+                f"{file_name}: its `categories` differ from COCO 2017's 80 categories "
+                f"(first differences as (id, name): {differing}); use the official annotation files."
+            )
+
+    def multi_hot(self, class_indices: Sequence[int]) -> np.ndarray:
+        vector = np.zeros(len(self.names), dtype=np.uint8)
+        vector[list(class_indices)] = 1
+        return vector
+
+
+# ----------------------------------------------------------------------------- zip archives
+
+
+@dataclasses.dataclass(frozen=True)
+class ZipMember:
+    """Where one archive entry lies; `end` is where the next entry (or the directory) starts."""
+
+    name: str
+    start: int
+    end: int
+    compressed_size: int
+    size: int
+    method: int
+    crc: int
+
+
+def read_zip_directory(archive, archive_name: str) -> List[ZipMember]:
+    """The file entries of a zip in archive order, from its central directory.
+
+    `archive` is a seekable binary file (local, or fsspec's ranged HTTP file): only the
+    directory at the end is read. zipfile does the Zip64 bookkeeping.
+    """
+    try:
+        with zipfile.ZipFile(archive) as reader:
+            infos = sorted(reader.infolist(), key=lambda info: info.header_offset)
+            directory_start = reader.start_dir
+    except (zipfile.BadZipFile, EOFError, struct.error) as error:
+        raise CocoError(
+            f"{archive_name}: not a readable zip ({error}); the file is truncated or corrupt, "
+            "download it again."
+        ) from None
+    ends = [info.header_offset for info in infos[1:]] + [directory_start]
+    members = [
+        ZipMember(info.filename, info.header_offset, end, info.compress_size, info.file_size, info.compress_type, info.CRC)
+        for info, end in zip(infos, ends)
+        if not info.is_dir()
+    ]
+    names = [member.name for member in members]
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise CocoError(f"{archive_name}: entry {duplicate} appears twice; the archive is corrupt, download it again.")
+    return members
+
+
+def open_location(location: str, storage_options: Optional[dict] = None):
+    """A seekable binary file for a local path or a URL (fsspec)."""
+    return fsspec.open(location, "rb", **(storage_options or {})).open()
+
+
+def location_size(location: str, storage_options: Optional[dict] = None) -> int:
+    fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
+    return fs.size(path)
+
+
+def _is_transient(error: BaseException) -> bool:
+    """A dropped connection or a busy server ("503 Slow Down"), worth another try."""
+    status = getattr(error, "status", None)
+    if status is not None:
+        return status in (408, 429, 500, 502, 503, 504)
+    return isinstance(error, (ConnectionError, TimeoutError, EOFError)) or type(error).__module__.startswith("aiohttp")
+
+
+class ByteRangeReader:
+    """Reads a local file or a URL sequentially from an offset, one request per contiguous run.
+
+    Remote runs are single ranged GETs (fsspec's streaming HTTP file); a dropped connection is
+    resumed from the byte offset reached. Moving backwards or far ahead starts a new run.
+    """
+
+    def __init__(self, location: str, storage_options: Optional[dict] = None):
+        self.location = location
+        self._fs, self._path = fsspec.core.url_to_fs(location, **(storage_options or {}))
+        self._remote = not isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
+        self._file = None
+        self.position = 0
+        self._end = 0
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def move_to(self, offset: int, end: int) -> None:
+        """Position the reader at `offset`; `end` bounds the bytes a new remote request asks for."""
+        gap = offset - self.position
+        if self._file is not None and gap == 0:
+            return
+        if self._file is not None and self._remote and 0 < gap <= MAX_SKIPPED_BYTES and offset < self._end:
+            self.read(gap)
+            return
+        if self._file is not None and not self._remote:
+            self._file.seek(offset)
+            self.position = offset
+            return
+        self._open(offset, end)
+
+    def _open(self, offset: int, end: int) -> None:
+        self.close()
+        self.position, self._end = offset, end
+        if self._remote:
+            self._file = self._fs.open(
+                self._path, "rb", block_size=0, size=end - offset, headers={"Range": f"bytes={offset}-{end - 1}"}
+            )
+        else:
+            self._file = self._fs.open(self._path, "rb")
+            self._file.seek(offset)
+
+    def read(self, num_bytes: int) -> bytes:
+        """Exactly `num_bytes` bytes, retrying transient failures from the offset reached."""
+        parts, missing, failures = [], num_bytes, 0
+        while missing:
+            try:
+                part = self._file.read(missing)
+                if not part:
+                    raise EOFError(f"connection closed at byte {self.position}")
+            except Exception as error:  # noqa: BLE001 - classified right below
+                if self._remote and _is_transient(error) and failures < RETRIES:
+                    failures += 1
+                    delay = RETRY_BASE_DELAY * 2 ** (failures - 1)
+                    logger.warning(f"{self.location}: {error!r} at byte {self.position}; resuming in {delay:.1f}s")
+                    time.sleep(delay)
+                    self._reopen()
+                    continue
+                raise CocoError(
+                    f"{self.location}: reading bytes {self.position}-{self.position + missing} failed ({error!r}); "
+                    "the file is truncated or the server is unreachable - check the URL, or download the "
+                    "archive and pass data_dir."
+                ) from error
+            parts.append(part)
+            self.position += len(part)
+            missing -= len(part)
+        return b"".join(parts)
+
+    def _reopen(self) -> None:
+        try:
+            self._open(self.position, self._end)
+        except Exception as error:  # noqa: BLE001 - a refused reconnection is retried by read()
+            logger.warning(f"{self.location}: reconnecting failed ({error!r})")
+            self._file = _FailingFile(error)
+
+
+class _FailingFile:
+    """Stands in for a connection that could not be re-established, so `read` retries it."""
+
+    def __init__(self, error: BaseException):
+        self._error = error
+
+    def read(self, _num_bytes: int) -> bytes:
+        raise self._error
+
+    def close(self) -> None:
+        pass
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
+
+
+def read_member(reader: ByteRangeReader, member: ZipMember, run_end: int) -> bytearray:
+    """The content of one zip entry, from its local header; checks name, size and CRC.
+
+    Sizes come from the central directory, so entries whose local header defers them to a data
+    descriptor read the same way; the descriptor is skipped with the gap before the next entry.
+    """
+    where = f"{reader.location}, entry {member.name}"
+    reader.move_to(member.start, run_end)
+    header = reader.read(_LOCAL_HEADER.size)
+    signature, _, flags, method, _, _, _, _, _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+    if signature != _LOCAL_HEADER_SIGNATURE:
+        raise CocoError(
+            f"{where}: no local file header at byte {member.start} (the archive is corrupt, or the "
+            "server ignored the Range request); download the archive again or use another mirror."
+        )
+    name = reader.read(name_length).decode("utf-8" if flags & 0x800 else "cp437")
+    if name != member.name:
+        raise CocoError(f"{where}: the local header names {name!r}; the archive is corrupt, download it again.")
+    reader.read(extra_length)
+    if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CocoError(f"{where}: compression method {method} is not supported (only stored and deflated).")
+    content = _inflate(reader, member, method == zipfile.ZIP_DEFLATED)
+    if zlib.crc32(content) != member.crc:
+        raise CocoError(f"{where}: CRC mismatch; the archive is corrupt, download it again.")
+    return content
+
+
+def _inflate(reader: ByteRangeReader, member: ZipMember, deflated: bool) -> bytearray:
+    """Decompress chunk by chunk into one preallocated buffer: a 448 MB JSON is held once."""
+    content = bytearray(member.size)
+    filled, remaining = 0, member.compressed_size
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
+    try:
+        while remaining:
+            chunk = reader.read(min(READ_CHUNK, remaining))
+            remaining -= len(chunk)
+            if inflater is not None:
+                chunk = inflater.decompress(chunk)
+            content[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+    except zlib.error as error:
+        raise CocoError(f"{reader.location}, entry {member.name}: corrupt data ({error}); download it again.") from None
+    if filled != member.size:
+        raise CocoError(
+            f"{reader.location}, entry {member.name}: {filled} bytes instead of {member.size}; "
+            "the archive is corrupt, download it again."
+        )
+    return content
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """Where one part of COCO (the annotations, or the images of one split) is read from."""
+
+    name: str  # "annotations", "train2017" or "val2017"
+    location: str  # a zip (path or URL) or an extracted folder
+    zipped: bool
+
+
+def locate_parts(data_dir: Optional[str] = None, base_url: Optional[str] = None) -> Dict[str, Part]:
+    """Where each part lives: a local copy (zips or extracted folders), a mirror, or the official host."""
+    if data_dir is not None and base_url is not None:
+        raise CocoError("Pass data_dir (a local copy) or base_url (a mirror), not both.")
+    if data_dir is None:
+        base = (base_url or OFFICIAL_BASE_URL).rstrip("/")
+        return {name: Part(name, f"{base}/{archive.url_path}", True) for name, archive in ARCHIVES.items()}
+    parts = {}
+    for name, archive in ARCHIVES.items():
+        folder, zip_path = os.path.join(data_dir, name), os.path.join(data_dir, archive.file_name)
+        if os.path.isdir(folder):
+            parts[name] = Part(name, folder, False)
+        elif os.path.isfile(zip_path):
+            parts[name] = Part(name, zip_path, True)
+        else:
+            parts[name] = Part(name, zip_path, True)  # reported as missing by `require_parts`
+    return parts
+
+
+def require_parts(parts: Dict[str, Part], names: Sequence[str]) -> None:
+    """Fail early, naming every local part that is missing."""
+    missing = [
+        parts[name]
+        for name in names
+        if "://" not in parts[name].location and not os.path.exists(parts[name].location)
+    ]
+    if missing:
+        wanted = ", ".join(f"{part.location} (or the extracted folder {os.path.dirname(part.location)}/{part.name}/)" for part in missing)
+        raise CocoError(f"Missing from data_dir: {wanted}. Download them from {OFFICIAL_BASE_URL} or fix data_dir.")
+
+
+def read_annotation_file(part: Part, file_name: str, storage_options: Optional[dict] = None) -> bytearray:
+    """The bytes of `annotations/<file_name>` from the annotations zip or folder."""
+    if not part.zipped:
+        path = os.path.join(part.location, file_name)
+        try:
+            with open(path, "rb") as file:
+                content = bytearray(os.fstat(file.fileno()).st_size)
+                file.readinto(content)
+            return content
+        except FileNotFoundError:
+            raise CocoError(f"{path} is missing; the annotations folder of COCO 2017 holds it.") from None
+    with open_location(part.location, storage_options) as archive:
+        members = {member.name: member for member in read_zip_directory(archive, part.location)}
+    member = members.get(f"{ANNOTATIONS}/{file_name}")
+    if member is None:
+        raise CocoError(f"{part.location}: entry {ANNOTATIONS}/{file_name} is missing; use the official annotations zip.")
+    reader = ByteRangeReader(part.location, storage_options)
+    try:
+        return read_member(reader, member, member.end)
+    finally:
+        reader.close()
+
+
+# ----------------------------------------------------------------------------- annotation index
+
+
+class _Image(msgspec.Struct):
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+class _Caption(msgspec.Struct):
+    image_id: int
+    id: int
+    caption: str
+
+
+class _Instance(msgspec.Struct):
+    # Only what labels need: msgspec skips segmentation, bbox, ... without building them.
+    image_id: int
+    id: int
+    category_id: int
+
+
+class _Category(msgspec.Struct):
+    id: int
+    name: str
+
+
+class _CaptionsFile(msgspec.Struct):
+    images: List[_Image]
+    annotations: List[_Caption]
+
+
+class _InstancesFile(msgspec.Struct):
+    images: List[_Image]
+    annotations: List[_Instance]
+    categories: List[_Category]
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """Everything the annotation files say about one image of the pool."""
+
+    image_id: int
+    file_name: str
+    coco_split: str
+    width: int
+    height: int
+    captions: List[str] = dataclasses.field(default_factory=list)
+    caption_ids: List[int] = dataclasses.field(default_factory=list)
+    labels: List[int] = dataclasses.field(default_factory=list)  # class indices, ascending
+    index: int = -1  # position in the pool sorted by image id
+
+
+def _decode(content: bytearray, schema, file_name: str):
+    try:
+        return msgspec.json.decode(content, type=schema)
+    except msgspec.ValidationError as error:
+        raise CocoError(f"{file_name}: {error}; use the official annotation file.") from None
+    except msgspec.DecodeError as error:
+        raise CocoError(f"{file_name}: malformed JSON ({error}); the file is truncated or corrupt, download it again.") from None
+
+
+def _index_split(captions_file: _CaptionsFile, instances_file: _InstancesFile, split: str, categories: CategoryMap) -> Dict[int, ImageRecord]:
+    captions_name, instances_name = f"captions_{split}.json", f"instances_{split}.json"
+    records: Dict[int, ImageRecord] = {}
+    for image in captions_file.images:
+        if image.id in records:
+            raise CocoError(f"{captions_name}: image id {image.id} is listed twice; use the official file.")
+        records[image.id] = ImageRecord(image.id, image.file_name, split, image.width, image.height)
+    instance_image_ids = {image.id for image in instances_file.images}
+    if instance_image_ids != records.keys():
+        differing = sorted(instance_image_ids ^ records.keys())[:5]
+        raise CocoError(f"{instances_name} and {captions_name} list different images (e.g. ids {differing}); use the official files.")
+    for caption in captions_file.annotations:
+        record = records.get(caption.image_id)
+        if record is None:
+            raise CocoError(f"{captions_name}: caption {caption.id} refers to unknown image {caption.image_id}.")
+        record.captions.append(caption.caption)
+        record.caption_ids.append(caption.id)
+    categories.check_listed(instances_file.categories, instances_name)
+    labels: Dict[int, set] = {}
+    for instance in instances_file.annotations:
+        where = f"{instances_name}, annotation {instance.id}"
+        class_index = categories.index(instance.category_id, where)
+        if instance.image_id not in records:
+            raise CocoError(f"{where}: refers to unknown image {instance.image_id}.")
+        labels.setdefault(instance.image_id, set()).add(class_index)
+    for image_id, class_indices in labels.items():
+        records[image_id].labels = sorted(class_indices)
+    return records
+
+
+def build_annotation_index(annotations: Part, storage_options: Optional[dict] = None) -> List[ImageRecord]:
+    """Every image of train2017 + val2017, sorted by image id, `index` set to that position."""
+    categories = CategoryMap()
+    pool: Dict[int, ImageRecord] = {}
+    for split in COCO_SPLITS:
+        # One big file at a time: the instances JSON is decoded and dropped before the next read.
+        captions_file = _decode(read_annotation_file(annotations, f"captions_{split}.json", storage_options), _CaptionsFile, f"captions_{split}.json")
+        instances_file = _decode(read_annotation_file(annotations, f"instances_{split}.json", storage_options), _InstancesFile, f"instances_{split}.json")
+        records = _index_split(captions_file, instances_file, split, categories)
+        clash = next((image_id for image_id in records if image_id in pool), None)
+        if clash is not None:
+            raise CocoError(f"image id {clash} is in both train2017 and val2017; use the official annotation files.")
+        pool.update(records)
+    ordered = [pool[image_id] for image_id in sorted(pool)]
+    for index, record in enumerate(ordered):
+        record.index = index
+    return ordered
+
+
+def count_pool(records: Sequence[ImageRecord]) -> PoolCounts:
+    return PoolCounts(
+        images=len(records),
+        captions=sum(len(record.captions) for record in records),
+        labeled=sum(1 for record in records if record.labels),
+    )
+
+
+def check_real_counts(counts: PoolCounts) -> None:
+    """The real COCO 2017 must hold exactly the published numbers; anything else lost data."""
+    if counts != REAL_COUNTS:
+        raise CocoError(
+            f"The archives have the size of the official COCO 2017 files but their annotations hold {counts}, "
+            f"not {REAL_COUNTS}; an annotation file was altered. Download annotations_trainval2017.zip again."
+        )
+
+
+# ----------------------------------------------------------------------------- image listing
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEntry:
+    """One image file to read: a zip entry (member set) or a file in an extracted folder."""
+
+    part: Part
+    member: Optional[ZipMember]
+    path: str
+
+
+def list_images(part: Part, records: Sequence[ImageRecord], storage_options: Optional[dict] = None) -> Dict[int, ImageEntry]:
+    """Image id -> where its file is; a listed image missing from the part is an error."""
+    if part.zipped:
+        with open_location(part.location, storage_options) as archive:
+            members = read_zip_directory(archive, part.location)
+        available = {member.name: member for member in members}
+    else:
+        available = {f"{part.name}/{name}": None for name in os.listdir(part.location)}
+    wanted = {f"{part.name}/{record.file_name}": record.image_id for record in records}
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise CocoError(
+            f"{part.location}: {len(missing)} annotated images are missing (e.g. {missing[:3]}); "
+            "the archive or folder is incomplete, download it again."
+        )
+    unlisted = sorted(name for name in available if name not in wanted)
+    if unlisted:
+        logger.warning(f"{part.location}: skipping {len(unlisted)} files no annotation lists (e.g. {unlisted[:3]})")
+    return {
+        image_id: ImageEntry(part, available[name], name if part.zipped else os.path.join(part.location, os.path.basename(name)))
+        for name, image_id in wanted.items()
+    }
+
+
+# ----------------------------------------------------------------------------- doc2vec sidecar
+
+
+def doc2vec_schema(with_caption_vectors: bool = False) -> pa.Schema:
+    vector = pa.list_(pa.float32(), DOC2VEC_DIM)
+    fields = [pa.field("image_id", pa.int64(), nullable=False), pa.field("doc2vec", vector, nullable=False)]
+    if with_caption_vectors:
+        fields.append(pa.field("caption_doc2vec", pa.list_(vector)))
+    return pa.schema(fields)
+
+
+def write_doc2vec_sidecar(path: str, image_ids: Sequence[int], vectors: np.ndarray, provenance: dict, caption_vectors: Optional[Sequence[np.ndarray]] = None) -> None:
+    """Write the Parquet file the builder reads: one row per image, provenance in the metadata."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    _check_vectors(vectors, len(image_ids), path)
+    columns = [pa.array(np.asarray(image_ids, dtype=np.int64)), pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), DOC2VEC_DIM)]
+    if caption_vectors is not None:
+        for rows in caption_vectors:
+            _check_vectors(np.asarray(rows, dtype=np.float32), len(rows), path)
+        columns.append(pa.array([np.asarray(rows, dtype=np.float32).tolist() for rows in caption_vectors], type=pa.list_(pa.list_(pa.float32(), DOC2VEC_DIM))))
+    schema = doc2vec_schema(caption_vectors is not None).with_metadata({DOC2VEC_METADATA_KEY: json.dumps(provenance, sort_keys=True)})
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), path)
+
+
+def _check_vectors(vectors: np.ndarray, rows: int, file_name: str) -> None:
+    if vectors.shape != (rows, DOC2VEC_DIM):
+        raise CocoError(f"{file_name}: Doc2Vec vectors have shape {vectors.shape}, expected ({rows}, {DOC2VEC_DIM}); rebuild them with a {DOC2VEC_DIM}-d model.")
+    if not np.isfinite(vectors).all():
+        raise CocoError(f"{file_name}: Doc2Vec vectors hold NaN or infinite values; rebuild them.")
+
+
+def missing_sidecar_error(path: str) -> CocoError:
+    return CocoError(
+        f"Doc2Vec sidecar {path} not found. Create it with `{DOC2VEC_COMMAND.format(path=path)}`, "
+        "point doc2vec_path at it, or pass doc2vec=False to build without the doc2vec column."
+    )
+
+
+def read_doc2vec_sidecar(path: str, image_ids: Sequence[int], storage_options: Optional[dict] = None) -> Tuple[np.ndarray, dict]:
+    """The vectors of `image_ids` (float32, in that order) and the sidecar's provenance."""
+    try:
+        with open_location(path, storage_options) as file:
+            table = pq.read_table(file)
+    except FileNotFoundError:
+        raise missing_sidecar_error(path) from None
+    except (pa.ArrowInvalid, OSError) as error:
+        raise CocoError(f"{path}: not a readable Parquet file ({error}); rebuild it with tools/build_doc2vec.py.") from None
+    expected_types = {"image_id": pa.int64(), "doc2vec": pa.list_(pa.float32(), DOC2VEC_DIM)}
+    if any(name not in table.column_names or table.schema.field(name).type != kind for name, kind in expected_types.items()):
+        raise CocoError(f"{path}: needs columns image_id and doc2vec (float32[{DOC2VEC_DIM}]); rebuild it with tools/build_doc2vec.py.")
+    sidecar_ids = table.column("image_id").to_numpy()
+    vectors = table.column("doc2vec").combine_chunks().flatten().to_numpy().reshape(-1, DOC2VEC_DIM)
+    _check_vectors(vectors, len(sidecar_ids), path)
+    unique_ids, counts = np.unique(sidecar_ids, return_counts=True)
+    if (counts > 1).any():
+        raise CocoError(f"{path}: image ids {unique_ids[counts > 1][:5].tolist()} appear more than once; rebuild it.")
+    row_of = {image_id: row for row, image_id in enumerate(sidecar_ids.tolist())}
+    missing = [image_id for image_id in image_ids if image_id not in row_of]
+    if missing:
+        raise CocoError(
+            f"{path}: no Doc2Vec vector for {len(missing)} images of the pool (e.g. {missing[:5]}); it was built "
+            f"for other data. Rebuild it with `{DOC2VEC_COMMAND.format(path=path)}`."
+        )
+    if len(row_of) > len(image_ids):
+        logger.info(f"{path}: {len(row_of) - len(image_ids)} vectors belong to images outside this pool and are not used")
+    metadata = table.schema.metadata or {}
+    provenance = json.loads(metadata[DOC2VEC_METADATA_KEY]) if DOC2VEC_METADATA_KEY in metadata else {}
+    return vectors[[row_of[image_id] for image_id in image_ids]], provenance
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+@dataclasses.dataclass
+class Shard:
+    """The rows one generator call yields, in order, with where their images and vectors are."""
+
+    records: List[ImageRecord]
+    images: Optional[List[ImageEntry]]  # aligned with records; None when there is no image column
+    doc2vec: Optional[np.ndarray]  # rows aligned with records; None without the doc2vec column
+    storage_options: Optional[dict] = None
+
+    def run_ends(self) -> Dict[str, int]:
+        """Per archive, the end of the byte range this shard needs: one request reads it all."""
+        ends: Dict[str, int] = {}
+        for entry in self.images or []:
+            if entry.member is not None:
+                ends[entry.part.location] = max(ends.get(entry.part.location, 0), entry.member.end)
+        return ends
+
+
+def _split_evenly(positions: Sequence[int], weights: Sequence[int], num_chunks: int) -> List[List[int]]:
+    """Consecutive chunks of `positions` holding about the same total weight; none empty."""
+    cumulative = np.cumsum(weights)
+    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, num_chunks) / num_chunks, side="right")
+    return [chunk.tolist() for chunk in np.split(np.asarray(positions, dtype=np.int64), cuts) if len(chunk)]
+
+
+def plan_shards(records: Sequence[ImageRecord], images: Optional[Dict[int, ImageEntry]], doc2vec: Optional[np.ndarray], num_shards: int, archive_order: bool, storage_options: Optional[dict] = None) -> List[Shard]:
+    """Divide the pool into shards.
+
+    Without `archive_order` the shards are consecutive runs of the pool in image-id order (rows
+    land in the prepared dataset at their `index`). With it (streaming images) each shard is a
+    run of whole entries of one archive in archive order, so it is read by one sequential request;
+    the shards of an archive are about equal in bytes and their number follows its share of images.
+    """
+    if images is None or not archive_order:
+        groups = _split_evenly(range(len(records)), [1] * len(records), num_shards)
+    else:
+        by_part: Dict[str, List[int]] = {}
+        for position, record in enumerate(records):
+            by_part.setdefault(images[record.image_id].part.name, []).append(position)
+        groups = []
+        for positions in by_part.values():
+            entries = [images[records[position].image_id] for position in positions]
+            order = sorted(range(len(positions)), key=lambda i: entries[i].member.start if entries[i].member else entries[i].path)
+            weights = [entries[i].member.end - entries[i].member.start if entries[i].member else 1 for i in order]
+            share = max(1, int(np.ceil(num_shards * len(positions) / len(records))))
+            groups += _split_evenly([positions[i] for i in order], weights, share)
+    return [
+        Shard(
+            records=[records[position] for position in group],
+            images=None if images is None else [images[records[position].image_id] for position in group],
+            doc2vec=None if doc2vec is None else doc2vec[group],
+            storage_options=storage_options,
+        )
+        for group in groups
+    ]
+
+
+def read_image(entry: ImageEntry, readers: Dict[str, ByteRangeReader], run_end: int, storage_options: Optional[dict] = None) -> bytes:
+    if entry.member is None:
+        with open(entry.path, "rb") as file:
+            return file.read()
+    reader = readers.get(entry.part.location)
+    if reader is None:
+        reader = readers[entry.part.location] = ByteRangeReader(entry.part.location, storage_options)
+    return bytes(read_member(reader, entry.member, run_end))
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+@dataclasses.dataclass
+class CocoUnifiedConfig(datasets.BuilderConfig):
+    """Which columns and rows to build, and where COCO is read from.
+
+    Attributes:
+        with_images: include the `image` column; without it no image archive is read at all.
+        labeled_only: keep only the images with at least one instance annotation.
+        doc2vec: include the `doc2vec` column, read from the sidecar at `doc2vec_path`.
+        doc2vec_path: the Parquet sidecar written by tools/build_doc2vec.py; by default
+            `coco_unified_doc2vec.parquet` next to this script (or in its Hub repo).
+        base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...).
+        num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
+    """
+
+    with_images: bool = True
+    labeled_only: bool = False
+    doc2vec: bool = True
+    doc2vec_path: Optional[str] = None
+    base_url: Optional[str] = None
+    num_shards: int = DEFAULT_NUM_SHARDS
+
+
+class CocoUnified(datasets.GeneratorBasedBuilder):
+    """The unified COCO 2017 pool: train2017 + val2017 ordered by image id."""
+
+    VERSION = VERSION
+    BUILDER_CONFIG_CLASS = CocoUnifiedConfig
+    BUILDER_CONFIGS = [
+        CocoUnifiedConfig(name="default", version=VERSION, description="All 123,287 images with every column."),
+        CocoUnifiedConfig(name="labeled", version=VERSION, labeled_only=True, description="The 122,218 images with at least one label."),
+        CocoUnifiedConfig(name="no_images", version=VERSION, with_images=False, description="All images' labels and text, no image column."),
+        CocoUnifiedConfig(
+            name="labeled_no_images",
+            version=VERSION,
+            labeled_only=True,
+            with_images=False,
+            description="Labeled images' labels and text, no image column.",
+        ),
+    ]
+    DEFAULT_CONFIG_NAME = "default"
+
+    def __init__(self, *args, **kwargs):
+        # Used directly (datasets >= 4 loads no scripts), relative paths such as the default
+        # sidecar resolve next to this file, as they do next to the script when it is loaded.
+        kwargs.setdefault("base_path", os.path.dirname(os.path.abspath(__file__)))
+        super().__init__(*args, **kwargs)
+        self.categories = CategoryMap()
+
+    def _info(self):
+        features = {
+            "index": datasets.Value("int32"),
+            "image_id": datasets.Value("int64"),
+            "file_name": datasets.Value("string"),
+            "coco_split": datasets.ClassLabel(names=list(COCO_SPLITS)),
+            "image": datasets.Image(),
+            "width": datasets.Value("int32"),
+            "height": datasets.Value("int32"),
+            "captions": datasets.Sequence(datasets.Value("string")),
+            "caption_ids": datasets.Sequence(datasets.Value("int64")),
+            "labels": datasets.Sequence(datasets.ClassLabel(names=CLASS_NAMES)),
+            "multi_hot": datasets.Sequence(datasets.Value("uint8"), length=len(CLASS_NAMES)),
+            "doc2vec": datasets.Sequence(datasets.Value("float32"), length=DOC2VEC_DIM),
+        }
+        if not self.config.with_images:
+            del features["image"]
+        if not self.config.doc2vec:
+            del features["doc2vec"]
+        return datasets.DatasetInfo(
+            description=_DESCRIPTION,
+            features=datasets.Features(features),
+            homepage=_HOMEPAGE,
+            license=_LICENSE,
+            citation=_CITATION,
+        )
+
+    def _split_generators(self, dl_manager):
+        config = self.config
+        storage_options = dl_manager.download_config.storage_options
+        needed = [ANNOTATIONS] + (list(COCO_SPLITS) if config.with_images else [])
+        parts = locate_parts(config.data_dir, config.base_url)
+        require_parts(parts, needed)
+        parts = self._fetch(dl_manager, {name: parts[name] for name in needed})
+
+        records = build_annotation_index(parts[ANNOTATIONS], storage_options)
+        counts = count_pool(records)
+        real = self._is_real_coco(parts, counts, storage_options)
+        if real:
+            check_real_counts(counts)
+        logger.info(f"{'The official COCO 2017' if real else 'A COCO copy that is not the full COCO 2017'}: {counts}")
+        if config.labeled_only:
+            records = [record for record in records if record.labels]
+        self._set_expectations(real, parts, len(records))
+
+        images = None
+        if config.with_images:
+            images = {}
+            for split in COCO_SPLITS:
+                images.update(list_images(parts[split], [r for r in records if r.coco_split == split], storage_options))
+        doc2vec = self._read_doc2vec(dl_manager, records, storage_options) if config.doc2vec else None
+        shards = plan_shards(records, images, doc2vec, config.num_shards, dl_manager.is_streaming, storage_options)
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"shards": shards})]
+
+    def _fetch(self, dl_manager, parts: Dict[str, Part]) -> Dict[str, Part]:
+        """Zips through the download manager: cached downloads, or URLs when streaming."""
+        zipped = {name: part.location for name, part in parts.items() if part.zipped}
+        fetched = dl_manager.download(zipped) if zipped else {}
+        return {name: dataclasses.replace(part, location=fetched.get(name, part.location)) for name, part in parts.items()}
+
+    def _is_real_coco(self, parts: Dict[str, Part], counts: PoolCounts, storage_options) -> bool:
+        """Archives of the official sizes are the real COCO; extracted folders are judged by their image count."""
+        zipped = [part for part in parts.values() if part.zipped]
+        if not zipped:
+            return counts.images == REAL_COUNTS.images
+        return all(location_size(part.location, storage_options) == ARCHIVES[part.name].num_bytes for part in zipped)
+
+    def _set_expectations(self, real: bool, parts: Dict[str, Part], num_rows: int) -> None:
+        """What `datasets` verifies: the split size and checksums apply only to the real COCO.
+
+        A subset or a sample is consistent too, so it must not be held to the real numbers.
+        """
+        if not real:
+            self.info.splits = None
+            self.info.download_checksums = None
+            return
+        self.info.splits = datasets.SplitDict(dataset_name=self.dataset_name)
+        self.info.splits.add(datasets.SplitInfo(name=str(datasets.Split.TRAIN), num_examples=num_rows))
+        self.info.download_checksums = {
+            part.location: {"num_bytes": ARCHIVES[name].num_bytes, "checksum": ARCHIVES[name].sha256}
+            for name, part in self._source_locations(parts).items()
+        }
+
+    def _source_locations(self, parts: Dict[str, Part]) -> Dict[str, Part]:
+        """The zips as they were named before download: the keys `datasets` records checksums under."""
+        located = locate_parts(self.config.data_dir, self.config.base_url)
+        return {name: located[name] for name, part in parts.items() if part.zipped}
+
+    def _read_doc2vec(self, dl_manager, records: Sequence[ImageRecord], storage_options) -> np.ndarray:
+        path = self.config.doc2vec_path or DOC2VEC_SIDECAR
+        try:
+            location = dl_manager.download(path)
+        except FileNotFoundError:
+            raise missing_sidecar_error(path) from None
+        vectors, provenance = read_doc2vec_sidecar(location, [record.image_id for record in records], storage_options)
+        logger.info(f"Doc2Vec vectors from {location}: {provenance}")
+        return vectors
+
+    def _generate_examples(self, shards: List[Shard]):
+        for shard in shards:
+            readers: Dict[str, ByteRangeReader] = {}
+            run_ends = shard.run_ends()
+            try:
+                for row, record in enumerate(shard.records):
+                    example = {
+                        "index": record.index,
+                        "image_id": record.image_id,
+                        "file_name": record.file_name,
+                        "coco_split": record.coco_split,
+                        "width": record.width,
+                        "height": record.height,
+                        "captions": record.captions,
+                        "caption_ids": record.caption_ids,
+                        "labels": record.labels,
+                        "multi_hot": self.categories.multi_hot(record.labels),
+                    }
+                    if shard.images is not None:
+                        entry = shard.images[row]
+                        content = read_image(entry, readers, run_ends.get(entry.part.location, 0), shard.storage_options)
+                        example["image"] = {"path": record.file_name, "bytes": content}
+                    if shard.doc2vec is not None:
+                        example["doc2vec"] = shard.doc2vec[row]
+                    yield record.image_id, example
+            finally:
+                for reader in readers.values():
+                    reader.close()

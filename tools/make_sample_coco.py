@@ -1,0 +1,799 @@
+"""Write synthetic archives shaped like the MS COCO 2017 downloads, for tests and benchmarks.
+
+    python -m tools.make_sample_coco OUT_DIR [--scale F] [--seed S]
+
+OUT_DIR receives the three files of the official download, under the same names and layout:
+
+- ``train2017.zip``: the entry ``train2017/``, then one ``train2017/<12-digit id>.jpg`` per image.
+  Entries come in random order, a few carry Zip64 extra fields, and the archive ends with Zip64
+  end-of-central-directory records, as the real (> 4 GiB, 118,288-entry) archive does.
+- ``val2017.zip``: the same for ``val2017/``, written through a stream that cannot seek, so every
+  entry carries a data descriptor (flag bit 3, sizes after the data).
+- ``annotations_trainval2017.zip``: ``annotations/{instances,captions,person_keypoints}_`` +
+  ``{train,val}2017.json`` with the schema of the real files.
+
+Each image zip also holds one image that no JSON lists. Images are 16-40 px pictures drawn from
+their id (the id is also in a JPEG comment, so no two files share bytes); a few are greyscale and
+one per split is a PNG behind a ``.jpg`` name.
+
+Every figure of REFERENCE.md section 1 (images, captions, instance annotations, images without
+instances per split, label-matrix ones of the pool) becomes ``round(real * scale)``, raised where
+needed so that every corner case exists at any scale; ``--scale 1.0`` reproduces the real counts.
+Equal arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import enum
+import io
+import json
+import logging
+import random
+import re
+import zipfile
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from coco_unified import CATEGORIES
+
+log = logging.getLogger("make_sample_coco")
+
+SPLITS = ("train2017", "val2017")
+ANNOTATIONS_ARCHIVE = "annotations_trainval2017.zip"
+
+# REFERENCE.md section 1, per split.
+REAL_COUNTS = {
+    "train2017": {"images": 118_287, "captions": 591_753, "instances": 860_001, "unlabeled": 1_021},
+    "val2017": {"images": 5_000, "captions": 25_014, "instances": 36_781, "unlabeled": 48},
+}
+# Distinct (image, category) pairs over the pool; REFERENCE gives no per-split figure.
+REAL_POOL_LABEL_ONES = 357_627
+# COCO's ids go up to 581,929, which caps how far the pool can be scaled up.
+MAX_IMAGE_ID = 581_929
+MAX_SCALE = 4.0
+# Id ranges about as wide as COCO's, so that sample ids look like real ones.
+CAPTION_ID_RANGE = 830_000
+INSTANCE_ID_RANGE = 2_300_000
+
+# Minimums that keep every corner case present however small the scale.
+MIN_IMAGES = 10
+MIN_UNLABELED = 2
+MIN_GREYSCALE = 3
+PNG_PER_SPLIT = 1
+BASE_CAPTIONS = 5
+MIN_EXTRA_CAPTIONS = 3  # one image with 6 captions and one with 7
+MIN_ZIP64_ENTRIES = 3
+
+GREYSCALE_SHARE = 0.002
+DEFLATED_SHARE = 0.1
+ZIP64_SHARE = 0.01
+CROWD_SHARE = 0.01
+KEYPOINT_SHARE = 0.1  # of person annotations; the real file lists them all, tests need only some
+PERSON_WEIGHT = 10.0  # people are in about half of COCO's images, far more than any other class
+
+MIN_SIDE, MAX_SIDE = 16, 40
+# Polygon vertices per instance, log-normal; the median is tuned so that instances_train2017.json
+# comes out near the real 448 MB at scale 1.0.
+MEDIAN_POLYGON_POINTS = 24
+MAX_POLYGON_POINTS = 300
+INSTANCE_CHUNK = 20_000
+CAPTION_CHUNK = 50_000
+
+# Zip timestamps are fixed so that equal arguments give equal bytes.
+ENTRY_DATE_TIME = (2017, 9, 1, 12, 0, 0)
+JSON_SEPARATORS = (",", ": ")  # the spacing of the real annotation files
+
+CATEGORY_IDS = np.array([category_id for category_id, _, _ in CATEGORIES])
+CATEGORY_NAMES = tuple(name for _, name, _ in CATEGORIES)
+CATEGORY_NAME_BY_ID = {category_id: name for category_id, name, _ in CATEGORIES}
+PERSON_ID = next(category_id for category_id, name, _ in CATEGORIES if name == "person")
+
+INFO = {
+    "description": "Synthetic sample shaped like the COCO 2017 Dataset (tools/make_sample_coco.py)",
+    "url": "http://cocodataset.org",
+    "version": "1.0",
+    "year": 2017,
+    "contributor": "COCO Consortium",
+    "date_created": "2017/09/01",
+}
+LICENSES = [
+    {"url": url, "id": license_id, "name": name}
+    for license_id, (url, name) in enumerate(
+        [
+            ("http://creativecommons.org/licenses/by-nc-sa/2.0/",
+             "Attribution-NonCommercial-ShareAlike License"),
+            ("http://creativecommons.org/licenses/by-nc/2.0/", "Attribution-NonCommercial License"),
+            ("http://creativecommons.org/licenses/by-nc-nd/2.0/",
+             "Attribution-NonCommercial-NoDerivs License"),
+            ("http://creativecommons.org/licenses/by/2.0/", "Attribution License"),
+            ("http://creativecommons.org/licenses/by-sa/2.0/", "Attribution-ShareAlike License"),
+            ("http://creativecommons.org/licenses/by-nd/2.0/", "Attribution-NoDerivs License"),
+            ("http://flickr.com/commons/usage/", "No known copyright restrictions"),
+            ("http://www.usa.gov/copyright.shtml", "United States Government Work"),
+        ],
+        start=1,
+    )
+]
+PERSON_KEYPOINTS_CATEGORY = {
+    "supercategory": "person",
+    "id": PERSON_ID,
+    "name": "person",
+    "keypoints": [
+        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+        "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
+        "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    ],
+    "skeleton": [
+        [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8],
+        [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
+    ],
+}
+KEYPOINT_COUNT = len(PERSON_KEYPOINTS_CATEGORY["keypoints"])
+
+# Caption vocabulary. The templates cover commas, "'s", quotes and non-ASCII text.
+CAPTION_TEMPLATES = (
+    "A {adjective} {thing} {pose} {preposition} the {place}.",
+    "A {thing} and a {other} {preposition} the {place}.",
+    "There is a {thing} {pose} {preposition} a {place}.",
+    "A {thing}, a {other} and a {third} {preposition} the {place}.",
+    "A {person}'s {thing} {pose} {preposition} the {place}.",
+    'A sign that says "{sign}" {preposition} a {thing}.',
+    "A {adjective} {thing} {pose} outside a {foreign_place}.",
+)
+ADJECTIVES = ("small", "large", "white", "black", "red", "old", "young", "wooden", "brown", "big")
+POSES = ("sitting", "standing", "parked", "lying", "resting", "waiting", "shown", "placed")
+PREPOSITIONS = ("on", "in", "near", "next to", "under", "in front of", "on top of", "beside")
+PLACES = ("table", "street", "field", "kitchen", "beach", "room", "grass", "road", "counter",
+          "window", "sidewalk", "park", "city street", "living room")
+PEOPLE = ("man", "woman", "boy", "girl", "child", "person")
+SIGN_WORDS = ("stop", "open", "sale", "welcome", "one way")
+FOREIGN_PLACES = ("café", "crêperie", "bodega in São Paulo", "Bäckerei")
+ARTICLE_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
+
+
+def break_line(text: str) -> str:
+    middle = text.find(" ", len(text) // 2)
+    return text if middle < 0 else text[:middle] + "\n" + text[middle + 1:]
+
+
+# (probability, edit), applied in this order: the untidiness of real COCO captions.
+CAPTION_QUIRKS = (
+    (0.20, lambda text: text.removesuffix(".")),          # no final period
+    (0.02, lambda text: text.removesuffix(".") + " ."),   # a space before the period
+    (0.05, lambda text: text[0].lower() + text[1:]),      # lower-case start
+    (0.01, lambda text: text.replace(" ", "  ", 1)),      # a double space
+    (0.003, break_line),                                  # a newline inside
+    (0.05, lambda text: text + " "),                      # trailing space
+    (0.01, lambda text: " " + text),                      # leading space
+)
+
+
+class ImageKind(enum.IntEnum):
+    RGB_JPEG = 0
+    GREY_JPEG = 1
+    PNG_NAMED_JPG = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitCounts:
+    images: int
+    captions: int
+    instances: int
+    unlabeled: int
+    label_ones: int
+
+
+@dataclasses.dataclass
+class Split:
+    """Everything random about one split, drawn before any file is written."""
+
+    name: str
+    # One row per image file; the last row is the file in the zip that no JSON lists.
+    file_ids: np.ndarray
+    widths: np.ndarray
+    heights: np.ndarray
+    kinds: np.ndarray
+    deflated: np.ndarray
+    zip64: np.ndarray
+    archive_order: np.ndarray  # rows in zip-entry order
+    captions_per_image: np.ndarray
+    caption_ids: np.ndarray
+    # Label-matrix ones: (row of the image, category id).
+    pair_image: np.ndarray
+    pair_category: np.ndarray
+    # Instance annotations in file order.
+    instance_image: np.ndarray
+    instance_category: np.ndarray
+    instance_ids: np.ndarray
+    instance_crowd: np.ndarray
+    keypoint_ids: frozenset[int]
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        """Ids of the images the JSON files list, in their order."""
+        return self.file_ids[:-1]
+
+    def written_counts(self) -> SplitCounts:
+        return SplitCounts(
+            images=len(self.image_ids),
+            captions=int(self.captions_per_image.sum()),
+            instances=len(self.instance_ids),
+            unlabeled=len(self.image_ids) - len(np.unique(self.pair_image)),
+            label_ones=len(self.pair_image),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts
+
+
+def plan_counts(scale: float) -> dict[str, SplitCounts]:
+    """Per split: round(real * scale), raised to the minimums the corner cases need."""
+    sizes = {}
+    for split, real in REAL_COUNTS.items():
+        images = max(round(real["images"] * scale), MIN_IMAGES)
+        unlabeled = max(round(real["unlabeled"] * scale), MIN_UNLABELED)
+        captions = max(round(real["captions"] * scale), BASE_CAPTIONS * images + MIN_EXTRA_CAPTIONS)
+        instances = max(round(real["instances"] * scale), images - unlabeled)
+        sizes[split] = (images, captions, instances, unlabeled)
+    labeled = {split: images - unlabeled for split, (images, _, _, unlabeled) in sizes.items()}
+    ones = label_ones_per_split(round(REAL_POOL_LABEL_ONES * scale), labeled,
+                                {split: size[2] for split, size in sizes.items()})
+    return {split: SplitCounts(*sizes[split], label_ones=ones[split]) for split in SPLITS}
+
+
+def label_ones_per_split(pool_ones: int, labeled: dict[str, int],
+                         instances: dict[str, int]) -> dict[str, int]:
+    """Shares the pool's ones in proportion to labeled images, within what each split allows:
+    at least one category per labeled image, at most one instance per pair."""
+    train_ones = round(pool_ones * labeled["train2017"] / sum(labeled.values()))
+    shares = {"train2017": train_ones, "val2017": pool_ones - train_ones}
+    return {
+        split: min(max(shares[split], labeled[split]), instances[split],
+                   len(CATEGORIES) * labeled[split])
+        for split in SPLITS
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def make_rng(seed: int, purpose: str) -> np.random.Generator:
+    # One stream per purpose, so that a change to how one part is drawn leaves the others alone.
+    return np.random.default_rng([seed, zlib.crc32(purpose.encode())])
+
+
+def random_mask(rng: np.random.Generator, size: int, count: int) -> np.ndarray:
+    mask = np.zeros(size, dtype=bool)
+    mask[rng.choice(size, count, replace=False)] = True
+    return mask
+
+
+def unique_ids(rng: np.random.Generator, id_range: int, count: int) -> np.ndarray:
+    """`count` distinct ids from 1..id_range, in random order."""
+    return rng.choice(id_range, count, replace=False) + 1
+
+
+def plan_splits(counts: dict[str, SplitCounts], seed: int) -> list[Split]:
+    rng = make_rng(seed, "plan")
+    # One extra image id per split for the file that no JSON lists.
+    file_ids = unique_ids(rng, MAX_IMAGE_ID, sum(counts[s].images + 1 for s in SPLITS))
+    total_captions = sum(counts[s].captions for s in SPLITS)
+    caption_ids = unique_ids(rng, max(CAPTION_ID_RANGE, 2 * total_captions), total_captions)
+    total_instances = sum(counts[s].instances for s in SPLITS)
+    instance_ids = unique_ids(rng, max(INSTANCE_ID_RANGE, 2 * total_instances), total_instances)
+
+    splits = []
+    for split in SPLITS:
+        split_counts = counts[split]
+        split_file_ids, file_ids = np.split(file_ids, [split_counts.images + 1])
+        split_caption_ids, caption_ids = np.split(caption_ids, [split_counts.captions])
+        split_instance_ids, instance_ids = np.split(instance_ids, [split_counts.instances])
+        splits.append(plan_split(split, split_counts, split_file_ids, split_caption_ids,
+                                 split_instance_ids, rng))
+    return splits
+
+
+def plan_split(name: str, counts: SplitCounts, file_ids: np.ndarray, caption_ids: np.ndarray,
+               instance_ids: np.ndarray, rng: np.random.Generator) -> Split:
+    files = len(file_ids)
+    labeled_rows = np.flatnonzero(~random_mask(rng, counts.images, counts.unlabeled))
+    pair_image, pair_category = draw_label_pairs(rng, labeled_rows, counts.label_ones)
+    instance_image, instance_category, instance_crowd = draw_instances(
+        rng, pair_image, pair_category, counts.instances)
+    zip64_entries = max(MIN_ZIP64_ENTRIES, round(ZIP64_SHARE * files)) if name == "train2017" else 0
+    return Split(
+        name=name,
+        file_ids=file_ids,
+        widths=rng.integers(MIN_SIDE, MAX_SIDE + 1, files),
+        heights=rng.integers(MIN_SIDE, MAX_SIDE + 1, files),
+        kinds=draw_image_kinds(rng, counts.images),
+        deflated=random_mask(rng, files, max(1, round(DEFLATED_SHARE * files))),
+        zip64=random_mask(rng, files, zip64_entries),
+        archive_order=archive_order(rng, files),
+        captions_per_image=draw_captions_per_image(rng, counts.images, counts.captions),
+        caption_ids=caption_ids,
+        pair_image=pair_image,
+        pair_category=pair_category,
+        instance_image=instance_image,
+        instance_category=instance_category,
+        instance_ids=instance_ids,
+        instance_crowd=instance_crowd,
+        keypoint_ids=draw_keypoint_ids(rng, instance_ids[instance_category == PERSON_ID]),
+    )
+
+
+def draw_image_kinds(rng: np.random.Generator, listed_images: int) -> np.ndarray:
+    """Kinds of the listed images plus an RGB JPEG for the unlisted file (the last row)."""
+    greyscale = max(MIN_GREYSCALE, round(GREYSCALE_SHARE * listed_images))
+    special = rng.choice(listed_images, greyscale + PNG_PER_SPLIT, replace=False)
+    kinds = np.full(listed_images + 1, int(ImageKind.RGB_JPEG))
+    kinds[special[:greyscale]] = ImageKind.GREY_JPEG
+    kinds[special[greyscale:]] = ImageKind.PNG_NAMED_JPG
+    return kinds
+
+
+def archive_order(rng: np.random.Generator, files: int) -> np.ndarray:
+    """Listed files shuffled, with the unlisted one (the last row) in the middle."""
+    listed = rng.permutation(files - 1)
+    return np.insert(listed, len(listed) // 2, files - 1)
+
+
+def draw_captions_per_image(rng: np.random.Generator, images: int, captions: int) -> np.ndarray:
+    """Five captions per image, the extra ones as images with 6 or 7 captions."""
+    extra = captions - BASE_CAPTIONS * images
+    # val2017 has 12 images with 6 captions per image with 7 (14 extra captions per seven).
+    sevens = max(1, round(extra / 14))
+    sixes = extra - 2 * sevens
+    per_image = np.full(images, BASE_CAPTIONS)
+    chosen = rng.choice(images, sixes + sevens, replace=False)
+    per_image[chosen[:sixes]] = BASE_CAPTIONS + 1
+    per_image[chosen[sixes:]] = BASE_CAPTIONS + 2
+    return per_image
+
+
+def draw_label_pairs(rng: np.random.Generator, labeled_rows: np.ndarray,
+                     ones: int) -> tuple[np.ndarray, np.ndarray]:
+    """`ones` distinct (image row, category id) pairs, at least one per labeled image."""
+    images, classes = len(labeled_rows), len(CATEGORIES)
+    # Each image gets one category plus a share of the remaining ones (at most classes - 1 more).
+    extra_slots = rng.choice(images * (classes - 1), ones - images, replace=False)
+    per_image = 1 + np.bincount(extra_slots // (classes - 1), minlength=images)
+    # Gumbel-top-k: the k best of log(weight) + Gumbel noise are a weighted draw without
+    # replacement, for all images at once.
+    weights = np.where(CATEGORY_IDS == PERSON_ID, PERSON_WEIGHT, 1.0)
+    keys = np.log(weights) + rng.gumbel(size=(images, classes))
+    keys[0, CATEGORY_IDS == PERSON_ID] = np.inf  # so that person_keypoints is never empty
+    ranked = np.argsort(-keys, axis=1)
+    rows, ranks = np.nonzero(np.arange(classes) < per_image[:, None])
+    return labeled_rows[rows], CATEGORY_IDS[ranked[rows, ranks]]
+
+
+def draw_instances(rng: np.random.Generator, pair_image: np.ndarray, pair_category: np.ndarray,
+                   count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`count` instances, at least one per pair, in shuffled file order: (image row, category
+    id, iscrowd)."""
+    pairs = len(pair_image)
+    per_pair = 1 + np.bincount(rng.integers(0, pairs, count - pairs), minlength=pairs)
+    pair_of_instance = rng.permutation(np.repeat(np.arange(pairs), per_pair))
+    crowd = random_mask(rng, count, max(1, round(CROWD_SHARE * count)))
+    return pair_image[pair_of_instance], pair_category[pair_of_instance], crowd
+
+
+def draw_keypoint_ids(rng: np.random.Generator, person_instance_ids: np.ndarray) -> frozenset[int]:
+    count = max(1, round(KEYPOINT_SHARE * len(person_instance_ids)))
+    return frozenset(rng.choice(person_instance_ids, count, replace=False).tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# Image archives
+
+
+def zip_entry(name: str, compress_type: int) -> zipfile.ZipInfo:
+    entry = zipfile.ZipInfo(name, date_time=ENTRY_DATE_TIME)
+    entry.compress_type = compress_type
+    is_directory = name.endswith("/")
+    # Unix permission bits, plus the MS-DOS directory bit that unzip tools check.
+    entry.external_attr = (0o40755 << 16) | 0x10 if is_directory else 0o644 << 16
+    return entry
+
+
+def encode_image(image_id: int, width: int, height: int, kind: ImageKind) -> bytes:
+    """A picture whose colours and stripes come from the id; JPEGs also carry the id in a
+    comment, so that no two files share bytes."""
+    # Knuth's multiplicative hash: a bijection on 32 bits that spreads neighbouring ids apart.
+    red, green, blue, stripes = ((image_id * 2654435761) & 0xFFFFFFFF).to_bytes(4, "little")
+    rows, columns = np.mgrid[0:height, 0:width]
+    band = (rows + columns) // (2 + stripes % 7) % 2
+    pixels = np.stack(
+        [(red + 6 * columns) % 256, (green + 6 * rows) % 256, (blue + 128 * band) % 256], axis=-1
+    ).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    encoded = io.BytesIO()
+    if kind == ImageKind.PNG_NAMED_JPG:
+        image.save(encoded, "PNG")
+    else:
+        if kind == ImageKind.GREY_JPEG:
+            image = image.convert("L")
+        image.save(encoded, "JPEG", quality=90, comment=f"coco-unified sample {image_id}")
+    return encoded.getvalue()
+
+
+def write_image_entries(archive: zipfile.ZipFile, split: Split) -> None:
+    with archive.open(zip_entry(f"{split.name}/", zipfile.ZIP_STORED), "w"):
+        pass  # opened rather than mkdir()ed so that a streamed archive gives it a data descriptor
+    for row in tqdm(split.archive_order, desc=f"{split.name}.zip", unit="image"):
+        image_id = int(split.file_ids[row])
+        data = encode_image(image_id, int(split.widths[row]), int(split.heights[row]),
+                            ImageKind(split.kinds[row]))
+        compress_type = zipfile.ZIP_DEFLATED if split.deflated[row] else zipfile.ZIP_STORED
+        entry = zip_entry(f"{split.name}/{image_id:012d}.jpg", compress_type)
+        with archive.open(entry, "w", force_zip64=bool(split.zip64[row])) as stream:
+            stream.write(data)
+
+
+@contextmanager
+def zip64_end_records_forced() -> Iterator[None]:
+    """While active, ZipFile.close() writes Zip64 end-of-central-directory records.
+
+    zipfile writes them only past 65,535 entries; the real train2017.zip needs them for its
+    118,288 entries and 19 GB, but samples below scale ~0.56 would not get them, so the limit is
+    lowered while closing."""
+    saved_limit = zipfile.ZIP_FILECOUNT_LIMIT
+    zipfile.ZIP_FILECOUNT_LIMIT = 0
+    try:
+        yield
+    finally:
+        zipfile.ZIP_FILECOUNT_LIMIT = saved_limit
+
+
+class ForwardOnlyStream:
+    """A write-only stream without tell() or seek(), like a pipe or an upload: zipfile then writes
+    every entry with a data descriptor (flag bit 3, CRC and sizes after the data)."""
+
+    def __init__(self, file: io.BufferedWriter) -> None:
+        self._file = file
+
+    def write(self, data: bytes) -> int:
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+def write_train_images(path: Path, split: Split) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        write_image_entries(archive, split)
+        with zip64_end_records_forced():
+            archive.close()
+
+
+def write_val_images(path: Path, split: Split) -> None:
+    with open(path, "wb") as file, zipfile.ZipFile(ForwardOnlyStream(file), "w") as archive:
+        write_image_entries(archive, split)
+
+
+# ---------------------------------------------------------------------------------------------
+# Annotation JSON
+
+
+def dump_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=JSON_SEPARATORS)
+
+
+def write_coco_json(archive: zipfile.ZipFile, name: str, images: list[dict],
+                    annotation_chunks: Iterable[list[dict]],
+                    categories: list[dict] | None) -> None:
+    """Writes {info, licenses, images, annotations[, categories]} as a deflated entry, the
+    annotations chunk by chunk: the instances file is ~450 MB at full scale."""
+    head = dump_json({"info": INFO, "licenses": LICENSES, "images": images})
+    with archive.open(zip_entry(name, zipfile.ZIP_DEFLATED), "w") as entry:
+        entry.write(f'{head[:-1]},"annotations": ['.encode())
+        separator = b""
+        for chunk in annotation_chunks:
+            if chunk:
+                entry.write(separator + dump_json(chunk)[1:-1].encode())
+                separator = b","
+        entry.write(b"]")
+        if categories is not None:
+            entry.write(f',"categories": {dump_json(categories)}'.encode())
+        entry.write(b"}")
+    log.info("wrote %s (%d images, %.1f MB)", name, len(images),
+             archive.getinfo(name).file_size / 1e6)
+
+
+def image_records(split: Split, rng: np.random.Generator) -> list[dict]:
+    count = len(split.image_ids)
+    licenses = rng.integers(1, len(LICENSES) + 1, count)
+    captured_seconds = rng.integers(0, 60 * 86_400, count)
+    farms = rng.integers(1, 10, count)
+    servers = rng.integers(1_000, 9_000, count)
+    photos = rng.integers(1_000_000_000, 9_999_999_999, count)
+    secrets = rng.integers(0, 1 << 40, count)
+    first_capture = datetime.datetime(2013, 11, 10)
+    records = []
+    for row, image_id in enumerate(split.image_ids.tolist()):
+        file_name = f"{image_id:012d}.jpg"
+        captured = first_capture + datetime.timedelta(seconds=int(captured_seconds[row]))
+        records.append({
+            "license": int(licenses[row]),
+            "file_name": file_name,
+            "coco_url": f"http://images.cocodataset.org/{split.name}/{file_name}",
+            "height": int(split.heights[row]),
+            "width": int(split.widths[row]),
+            "date_captured": captured.strftime("%Y-%m-%d %H:%M:%S"),
+            "flickr_url": f"http://farm{farms[row]}.staticflickr.com/{servers[row]}/"
+                          f"{photos[row]}_{secrets[row]:010x}_z.jpg",
+            "id": image_id,
+        })
+    return records
+
+
+def make_caption(index: int, object_names: list[str], rng: random.Random) -> str:
+    """A sentence about the image's objects. The first captions of a file use every template and
+    every quirk once, so that each occurs at any scale."""
+    names = object_names or CATEGORY_NAMES  # unlabeled images still show something
+    template = CAPTION_TEMPLATES[index] if index < len(CAPTION_TEMPLATES) else rng.choice(
+        CAPTION_TEMPLATES)
+    text = template.format(
+        thing=rng.choice(names), other=rng.choice(names), third=rng.choice(CATEGORY_NAMES),
+        adjective=rng.choice(ADJECTIVES), pose=rng.choice(POSES),
+        preposition=rng.choice(PREPOSITIONS), place=rng.choice(PLACES),
+        person=rng.choice(PEOPLE), sign=rng.choice(SIGN_WORDS),
+        foreign_place=rng.choice(FOREIGN_PLACES),
+    )
+    text = ARTICLE_BEFORE_VOWEL.sub(r"\1n ", text)
+    for quirk_index, (probability, edit) in enumerate(CAPTION_QUIRKS):
+        if quirk_index == index or rng.random() < probability:
+            text = edit(text)
+    return text
+
+
+def object_names_per_image(split: Split) -> list[list[str]]:
+    names: list[list[str]] = [[] for _ in split.image_ids]
+    for row, category_id in zip(split.pair_image.tolist(), split.pair_category.tolist()):
+        names[row].append(CATEGORY_NAME_BY_ID[category_id])
+    return names
+
+
+def caption_records(split: Split, rng: random.Random) -> list[dict]:
+    """All captions of the split, shuffled so that an image's captions are not adjacent."""
+    image_and_text = []
+    names = object_names_per_image(split)
+    per_image = split.captions_per_image.tolist()
+    for row, image_id in enumerate(tqdm(split.image_ids.tolist(), desc=f"captions {split.name}",
+                                        unit="image")):
+        for _ in range(per_image[row]):
+            image_and_text.append((image_id, make_caption(len(image_and_text), names[row], rng)))
+    rng.shuffle(image_and_text)
+    return [
+        {"image_id": image_id, "id": caption_id, "caption": text}
+        for (image_id, text), caption_id in zip(image_and_text, split.caption_ids.tolist())
+    ]
+
+
+def draw_polygons(rng: np.random.Generator, widths: np.ndarray,
+                  heights: np.ndarray) -> tuple[list[float], list[int], list, list[float]]:
+    """One star-shaped polygon inside each image size given: (x, y coordinates of all polygons
+    in one list, where polygon i is [offsets[i]:offsets[i + 1]], tight bbox per polygon, area per
+    polygon)."""
+    count = len(widths)
+    points = np.clip(np.round(rng.lognormal(np.log(MEDIAN_POLYGON_POINTS), 0.6, count)), 3,
+                     MAX_POLYGON_POINTS).astype(np.int64)
+    box_widths = widths * rng.uniform(0.1, 1.0, count)
+    box_heights = heights * rng.uniform(0.1, 1.0, count)
+    lefts = rng.uniform(0.0, 1.0, count) * (widths - box_widths)
+    tops = rng.uniform(0.0, 1.0, count) * (heights - box_heights)
+
+    owner = np.repeat(np.arange(count), points)
+    starts = np.cumsum(points) - points
+    position = np.arange(len(owner)) - starts[owner]
+    # Increasing angles around the box centre keep the outline from crossing itself.
+    angles = 2 * np.pi * (position + rng.uniform(0.0, 0.9, len(owner))) / points[owner]
+    radii = 0.5 * rng.uniform(0.5, 1.0, len(owner))
+    xs = np.round(lefts[owner] + box_widths[owner] * (0.5 + radii * np.cos(angles)), 2)
+    ys = np.round(tops[owner] + box_heights[owner] * (0.5 + radii * np.sin(angles)), 2)
+
+    # COCO derives bbox and area from the mask: tight bounds and the shoelace area here.
+    x_min, y_min = np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts)
+    x_max, y_max = np.maximum.reduceat(xs, starts), np.maximum.reduceat(ys, starts)
+    boxes = np.round(np.stack([x_min, y_min, x_max - x_min, y_max - y_min], axis=1), 2)
+    following = np.arange(len(owner)) + 1
+    following[starts + points - 1] = starts
+    areas = 0.5 * np.abs(np.add.reduceat(xs * ys[following] - xs[following] * ys, starts))
+
+    coordinates = np.empty(2 * len(owner))
+    coordinates[0::2], coordinates[1::2] = xs, ys
+    offsets = np.append(2 * starts, len(coordinates))
+    return coordinates.tolist(), offsets.tolist(), boxes.tolist(), areas.tolist()
+
+
+def draw_crowd_region(rng: np.random.Generator, width: int,
+                      height: int) -> tuple[dict, list[float], float]:
+    """A ragged block as an uncompressed RLE (column-major run lengths, starting with
+    background, as pycocotools encodes), with its bbox and area."""
+    left = int(rng.integers(0, width // 2))
+    right = int(rng.integers(left + width // 4, width + 1))
+    # Each column's run stays clear of the top and bottom rows, so background runs are never empty.
+    tops = rng.integers(1, height // 2, right - left)
+    bottoms = rng.integers(height // 2, height, right - left)
+    column_offsets = np.arange(left, right) * height
+    run_starts, run_ends = column_offsets + tops, column_offsets + bottoms
+    counts = np.empty(2 * (right - left) + 1, dtype=np.int64)
+    counts[0] = run_starts[0]
+    counts[1::2] = run_ends - run_starts
+    counts[2:-1:2] = run_starts[1:] - run_ends[:-1]
+    counts[-1] = width * height - run_ends[-1]
+    top, bottom = int(tops.min()), int(bottoms.max())
+    bbox = [float(left), float(top), float(right - left), float(bottom - top)]
+    segmentation = {"counts": counts.tolist(), "size": [height, width]}
+    return segmentation, bbox, float(counts[1::2].sum())
+
+
+def instance_chunks(split: Split, rng: np.random.Generator) -> Iterator[list[dict]]:
+    progress = tqdm(total=len(split.instance_ids), desc=f"instances {split.name}", unit="ann")
+    for start in range(0, len(split.instance_ids), INSTANCE_CHUNK):
+        window = slice(start, start + INSTANCE_CHUNK)
+        rows = split.instance_image[window]
+        widths, heights = split.widths[rows], split.heights[rows]
+        coordinates, offsets, boxes, areas = draw_polygons(rng, widths, heights)
+        chunk = []
+        for i, (image_id, category_id, annotation_id, crowd) in enumerate(zip(
+                split.image_ids[rows].tolist(), split.instance_category[window].tolist(),
+                split.instance_ids[window].tolist(), split.instance_crowd[window].tolist())):
+            if crowd:
+                segmentation, bbox, area = draw_crowd_region(rng, int(widths[i]), int(heights[i]))
+            else:
+                segmentation = [coordinates[offsets[i]:offsets[i + 1]]]
+                bbox, area = boxes[i], areas[i]
+            chunk.append({
+                "segmentation": segmentation,
+                "area": area,
+                "iscrowd": int(crowd),
+                "image_id": image_id,
+                "bbox": bbox,
+                "category_id": category_id,
+                "id": annotation_id,
+            })
+        progress.update(len(chunk))
+        yield chunk
+    progress.close()
+
+
+def with_keypoints(annotation: dict, rng: np.random.Generator) -> dict:
+    """The person annotation as person_keypoints lists it: 17 (x, y, visibility) triples inside
+    the bbox; unlabeled points are (0, 0, 0), and crowds have none."""
+    left, top, width, height = annotation["bbox"]
+    visibility = rng.choice(3, KEYPOINT_COUNT, p=[0.4, 0.1, 0.5]) * (1 - annotation["iscrowd"])
+    xs = np.round(left + width * rng.random(KEYPOINT_COUNT)).astype(np.int64) * (visibility > 0)
+    ys = np.round(top + height * rng.random(KEYPOINT_COUNT)).astype(np.int64) * (visibility > 0)
+    return {
+        "segmentation": annotation["segmentation"],
+        "num_keypoints": int(np.count_nonzero(visibility)),
+        "area": annotation["area"],
+        "iscrowd": annotation["iscrowd"],
+        "keypoints": np.stack([xs, ys, visibility], axis=1).ravel().tolist(),
+        "image_id": annotation["image_id"],
+        "bbox": annotation["bbox"],
+        "category_id": annotation["category_id"],
+        "id": annotation["id"],
+    }
+
+
+def write_instances(archive: zipfile.ZipFile, split: Split, images: list[dict],
+                    rng: np.random.Generator) -> list[dict]:
+    """Writes instances_<split>.json; returns the person annotations that person_keypoints
+    lists, with their keypoints."""
+    keypoint_annotations = []
+
+    def chunks_noting_keypoints() -> Iterator[list[dict]]:
+        for chunk in instance_chunks(split, rng):
+            keypoint_annotations.extend(with_keypoints(annotation, rng) for annotation in chunk
+                                        if annotation["id"] in split.keypoint_ids)
+            yield chunk
+
+    categories = [{"supercategory": supercategory, "id": category_id, "name": name}
+                  for category_id, name, supercategory in CATEGORIES]
+    write_coco_json(archive, f"annotations/instances_{split.name}.json", images,
+                    chunks_noting_keypoints(), categories)
+    return keypoint_annotations
+
+
+def chunked(records: list[dict], size: int) -> Iterator[list[dict]]:
+    for start in range(0, len(records), size):
+        yield records[start:start + size]
+
+
+def write_annotation_archive(path: Path, splits: list[Split], seed: int) -> None:
+    rng = make_rng(seed, "annotations")
+    # A str seed is hashed with SHA-512, so it does not depend on PYTHONHASHSEED.
+    text_rng = random.Random(f"{seed}/captions")
+    images = {split.name: image_records(split, rng) for split in splits}
+    with zipfile.ZipFile(path, "w") as archive:
+        # The order of the entries in the real archive.
+        keypoint_annotations = {split.name: write_instances(archive, split, images[split.name], rng)
+                                for split in splits}
+        for split in splits:
+            captions = caption_records(split, text_rng)
+            write_coco_json(archive, f"annotations/captions_{split.name}.json", images[split.name],
+                            chunked(captions, CAPTION_CHUNK), categories=None)
+        for split in splits:
+            write_coco_json(archive, f"annotations/person_keypoints_{split.name}.json",
+                            images[split.name], [keypoint_annotations[split.name]],
+                            [PERSON_KEYPOINTS_CATEGORY])
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def generate(out_dir: Path, scale: float, seed: int) -> dict[str, SplitCounts]:
+    """Writes the three archives into out_dir; returns the counts written per split."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = plan_counts(scale)
+    splits = plan_splits(counts, seed)
+    train, val = splits
+    write_train_images(out_dir / "train2017.zip", train)
+    write_val_images(out_dir / "val2017.zip", val)
+    write_annotation_archive(out_dir / ANNOTATIONS_ARCHIVE, splits, seed)
+    for name in ("train2017.zip", "val2017.zip", ANNOTATIONS_ARCHIVE):
+        log.info("wrote %s (%.1f MB)", out_dir / name, (out_dir / name).stat().st_size / 1e6)
+    return {split.name: split.written_counts() for split in splits}
+
+
+def log_summary(written: dict[str, SplitCounts]) -> None:
+    fields = [field.name for field in dataclasses.fields(SplitCounts)]
+    pool = SplitCounts(*(sum(getattr(counts, field) for counts in written.values())
+                         for field in fields))
+    log.info("%-10s" + " %10s" * len(fields), "split", *fields)
+    for name, counts in [*written.items(), ("pool", pool)]:
+        log.info("%-10s" + " %10d" * len(fields), name, *dataclasses.astuple(counts))
+
+
+def parse_scale(text: str) -> float:
+    scale = float(text)
+    if not 0 < scale <= MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_SCALE}]: COCO image ids stop at "
+                                         f"{MAX_IMAGE_ID:,}")
+    return scale
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.make_sample_coco",
+        description="Write train2017.zip, val2017.zip and annotations_trainval2017.zip shaped "
+                    "like the MS COCO 2017 downloads, with synthetic images and annotations.",
+    )
+    parser.add_argument("out_dir", metavar="OUT_DIR", type=Path,
+                        help="directory for the three archives (created if missing; files of "
+                             "the same names are replaced)")
+    parser.add_argument("--scale", type=parse_scale, default=0.002, metavar="F",
+                        help="fraction of COCO 2017's counts, each rounded and raised to the "
+                             "minimum its corner cases need; 1.0 gives the real counts "
+                             "(123,287 images) (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of every random choice; equal arguments give byte-identical "
+                             "files (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    log.info("writing a COCO 2017 sample at scale %s, seed %d, into %s", args.scale, args.seed,
+             args.out_dir)
+    log_summary(generate(args.out_dir, args.scale, args.seed))
+
+
+if __name__ == "__main__":
+    main()
