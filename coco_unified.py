@@ -240,12 +240,17 @@ def read_zip_directory(archive, archive_name: str) -> List[ZipMember]:
 
 def open_location(location: str, storage_options: Optional[dict] = None):
     """A seekable binary file for a local path or a URL (fsspec)."""
-    return fsspec.open(location, "rb", **(storage_options or {})).open()
+    try:
+        return fsspec.open(location, "rb", **(storage_options or {})).open()
+    except FileNotFoundError:
+        raise CocoError(f"{location} not found; check data_dir or base_url.") from None
+    except Exception as error:  # noqa: BLE001 - any transport error, reported with its location
+        raise CocoError(f"{location}: cannot be opened ({error!r}); check the URL and the network.") from error
 
 
 def location_size(location: str, storage_options: Optional[dict] = None) -> int:
-    fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
-    return fs.size(path)
+    with open_location(location, storage_options) as file:
+        return file.size if hasattr(file, "size") else os.fstat(file.fileno()).st_size
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -259,8 +264,9 @@ def _is_transient(error: BaseException) -> bool:
 class ByteRangeReader:
     """Reads a local file or a URL sequentially from an offset, one request per contiguous run.
 
-    Remote runs are single ranged GETs (fsspec's streaming HTTP file); a dropped connection is
-    resumed from the byte offset reached. Moving backwards or far ahead starts a new run.
+    Remote runs are single ranged GETs (fsspec's streaming HTTP file); a dropped connection or a
+    busy server is retried from the byte offset reached. Moving backwards or far ahead starts a
+    new run.
     """
 
     def __init__(self, location: str, storage_options: Optional[dict] = None):
@@ -279,43 +285,45 @@ class ByteRangeReader:
     def move_to(self, offset: int, end: int) -> None:
         """Position the reader at `offset`; `end` bounds the bytes a new remote request asks for."""
         gap = offset - self.position
-        if self._file is not None and gap == 0:
-            return
-        if self._file is not None and self._remote and 0 < gap <= MAX_SKIPPED_BYTES and offset < self._end:
-            self.read(gap)
-            return
-        if self._file is not None and not self._remote:
-            self._file.seek(offset)
-            self.position = offset
-            return
-        self._open(offset, end)
-
-    def _open(self, offset: int, end: int) -> None:
+        if self._file is not None:
+            if gap == 0:
+                return
+            if not self._remote:
+                self._file.seek(offset)
+                self.position = offset
+                return
+            if 0 < gap <= MAX_SKIPPED_BYTES and offset < self._end:
+                self.read(gap)
+                return
         self.close()
         self.position, self._end = offset, end
-        if self._remote:
-            self._file = self._fs.open(
-                self._path, "rb", block_size=0, size=end - offset, headers={"Range": f"bytes={offset}-{end - 1}"}
-            )
-        else:
-            self._file = self._fs.open(self._path, "rb")
-            self._file.seek(offset)
+
+    def _open(self):
+        if not self._remote:
+            file = self._fs.open(self._path, "rb")
+            file.seek(self.position)
+            return file
+        return self._fs.open(
+            self._path, "rb", block_size=0, size=self._end - self.position, headers={"Range": f"bytes={self.position}-{self._end - 1}"}
+        )
 
     def read(self, num_bytes: int) -> bytes:
         """Exactly `num_bytes` bytes, retrying transient failures from the offset reached."""
         parts, missing, failures = [], num_bytes, 0
         while missing:
             try:
+                if self._file is None:
+                    self._file = self._open()
                 part = self._file.read(missing)
                 if not part:
                     raise EOFError(f"connection closed at byte {self.position}")
             except Exception as error:  # noqa: BLE001 - classified right below
+                self.close()
                 if self._remote and _is_transient(error) and failures < RETRIES:
                     failures += 1
                     delay = RETRY_BASE_DELAY * 2 ** (failures - 1)
-                    logger.warning(f"{self.location}: {error!r} at byte {self.position}; resuming in {delay:.1f}s")
+                    logger.warning(f"{self.location}: {error!r} at byte {self.position}; resuming in {delay:.2f}s")
                     time.sleep(delay)
-                    self._reopen()
                     continue
                 raise CocoError(
                     f"{self.location}: reading bytes {self.position}-{self.position + missing} failed ({error!r}); "
@@ -326,26 +334,6 @@ class ByteRangeReader:
             self.position += len(part)
             missing -= len(part)
         return b"".join(parts)
-
-    def _reopen(self) -> None:
-        try:
-            self._open(self.position, self._end)
-        except Exception as error:  # noqa: BLE001 - a refused reconnection is retried by read()
-            logger.warning(f"{self.location}: reconnecting failed ({error!r})")
-            self._file = _FailingFile(error)
-
-
-class _FailingFile:
-    """Stands in for a connection that could not be re-established, so `read` retries it."""
-
-    def __init__(self, error: BaseException):
-        self._error = error
-
-    def read(self, _num_bytes: int) -> bytes:
-        raise self._error
-
-    def close(self) -> None:
-        pass
 
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -359,17 +347,17 @@ def read_member(reader: ByteRangeReader, member: ZipMember, run_end: int) -> byt
     descriptor read the same way; the descriptor is skipped with the gap before the next entry.
     """
     where = f"{reader.location}, entry {member.name}"
+    misplaced = (
+        f"{where}: no local header of this entry at byte {member.start}; the archive is corrupt or the "
+        "server ignored the Range request. Download the archive again or use another mirror."
+    )
     reader.move_to(member.start, run_end)
     header = reader.read(_LOCAL_HEADER.size)
     signature, _, flags, method, _, _, _, _, _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
     if signature != _LOCAL_HEADER_SIGNATURE:
-        raise CocoError(
-            f"{where}: no local file header at byte {member.start} (the archive is corrupt, or the "
-            "server ignored the Range request); download the archive again or use another mirror."
-        )
-    name = reader.read(name_length).decode("utf-8" if flags & 0x800 else "cp437")
-    if name != member.name:
-        raise CocoError(f"{where}: the local header names {name!r}; the archive is corrupt, download it again.")
+        raise CocoError(misplaced)
+    if reader.read(name_length).decode("utf-8" if flags & 0x800 else "cp437") != member.name:
+        raise CocoError(misplaced)
     reader.read(extra_length)
     if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise CocoError(f"{where}: compression method {method} is not supported (only stored and deflated).")
@@ -797,6 +785,18 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
     base_url: Optional[str] = None
     num_shards: int = DEFAULT_NUM_SHARDS
 
+    def needed_parts(self) -> List[str]:
+        return [ANNOTATIONS] + (list(COCO_SPLITS) if self.with_images else [])
+
+    def real_num_rows(self) -> int:
+        """The rows this config has when built from the real COCO 2017."""
+        return REAL_COUNTS.labeled if self.labeled_only else REAL_COUNTS.images
+
+
+def official_checksums(locations: Dict[str, str]) -> Dict[str, dict]:
+    """`datasets`' expected download checksums, for the official archives wherever they are read from."""
+    return {location: {"num_bytes": ARCHIVES[name].num_bytes, "checksum": ARCHIVES[name].sha256} for name, location in locations.items()}
+
 
 class CocoUnified(datasets.GeneratorBasedBuilder):
     """The unified COCO 2017 pool: train2017 + val2017 ordered by image id."""
@@ -854,7 +854,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         config = self.config
         storage_options = dl_manager.download_config.storage_options
-        needed = [ANNOTATIONS] + (list(COCO_SPLITS) if config.with_images else [])
+        needed = config.needed_parts()
         parts = locate_parts(config.data_dir, config.base_url)
         require_parts(parts, needed)
         parts = self._fetch(dl_manager, {name: parts[name] for name in needed})
@@ -902,15 +902,9 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             return
         self.info.splits = datasets.SplitDict(dataset_name=self.dataset_name)
         self.info.splits.add(datasets.SplitInfo(name=str(datasets.Split.TRAIN), num_examples=num_rows))
-        self.info.download_checksums = {
-            part.location: {"num_bytes": ARCHIVES[name].num_bytes, "checksum": ARCHIVES[name].sha256}
-            for name, part in self._source_locations(parts).items()
-        }
-
-    def _source_locations(self, parts: Dict[str, Part]) -> Dict[str, Part]:
-        """The zips as they were named before download: the keys `datasets` records checksums under."""
+        # Checksums are recorded under the name each zip had before download.
         located = locate_parts(self.config.data_dir, self.config.base_url)
-        return {name: located[name] for name, part in parts.items() if part.zipped}
+        self.info.download_checksums = official_checksums({name: located[name].location for name, part in parts.items() if part.zipped})
 
     def _read_doc2vec(self, dl_manager, records: Sequence[ImageRecord], storage_options) -> np.ndarray:
         path = self.config.doc2vec_path or DOC2VEC_SIDECAR

@@ -1,5 +1,6 @@
 """tools.http_mirror against real clients: fsspec (aiohttp), requests and http.client."""
 
+import contextlib
 import http.client
 import os
 import random
@@ -53,6 +54,13 @@ def coco_mirror(mirror_root):
         yield running
 
 
+@pytest.fixture
+def connection(mirror):
+    """A raw keep-alive connection to the plain mirror, for what higher-level clients hide."""
+    with contextlib.closing(connect(mirror)) as raw:
+        yield raw
+
+
 def read_stream(url, range_header=None):
     """Everything an HTTPStreamFile (one GET, short reads) yields for ``url``."""
     headers = {"Range": range_header} if range_header else {}
@@ -93,31 +101,33 @@ def test_head_reports_size_and_range_support(mirror):
         (f"bytes=10-{BLOB_SIZE + 100}", 10, BLOB_SIZE - 1),
     ],
 )
-def test_satisfiable_range_gets_206_with_those_bytes(mirror, blob, range_header, first, last):
-    response, body = request(connect(mirror), "GET", "/blob.bin", {"Range": range_header})
+def test_satisfiable_range_gets_206_with_those_bytes(connection, blob, range_header, first, last):
+    response, body = request(connection, "GET", "/blob.bin", {"Range": range_header})
     assert response.status == 206
     assert response.headers["Content-Range"] == f"bytes {first}-{last}/{BLOB_SIZE}"
     assert body == blob[first:last + 1]
 
 
 @pytest.mark.parametrize("range_header", ["bytes=5-3", "bytes=0-1,5-6", "items=0-1", "bytes=-"])
-def test_range_the_server_does_not_understand_gets_whole_file(mirror, blob, range_header):
-    response, body = request(connect(mirror), "GET", "/blob.bin", {"Range": range_header})
+def test_range_the_server_does_not_understand_gets_whole_file(connection, blob, range_header):
+    response, body = request(connection, "GET", "/blob.bin", {"Range": range_header})
     assert response.status == 200
     assert body == blob
 
 
-@pytest.mark.parametrize("range_header", [f"bytes={BLOB_SIZE}-", f"bytes={BLOB_SIZE + 5}-{BLOB_SIZE + 9}", "bytes=-0"])
-def test_unsatisfiable_range_gets_416(mirror, range_header):
-    response, body = request(connect(mirror), "GET", "/blob.bin", {"Range": range_header})
+@pytest.mark.parametrize(
+    "range_header", [f"bytes={BLOB_SIZE}-", f"bytes={BLOB_SIZE + 5}-{BLOB_SIZE + 9}", "bytes=-0"]
+)
+def test_unsatisfiable_range_gets_416(connection, range_header):
+    response, body = request(connection, "GET", "/blob.bin", {"Range": range_header})
     assert response.status == 416
     assert response.headers["Content-Range"] == f"bytes */{BLOB_SIZE}"
     assert body == b""
 
 
 @pytest.mark.parametrize("path", ["/missing.bin", "/../blob.bin", "/%2e%2e/etc/passwd", "/"])
-def test_paths_outside_the_served_files_get_404(mirror, path):
-    response, _ = request(connect(mirror), "GET", path)
+def test_paths_outside_the_served_files_get_404(connection, path):
+    response, _ = request(connection, "GET", path)
     assert response.status == 404
 
 
@@ -141,16 +151,16 @@ def test_concurrent_ranged_gets_are_served_promptly(mirror, blob):
 def test_zipfile_reads_a_member_through_seekable_http_file(coco_mirror, mirror_root):
     with zipfile.ZipFile(mirror_root / "val2017.zip") as local:
         expected = local.read(MEMBER)
-    with fsspec.open(coco_mirror.url("zips/val2017.zip"), "rb") as remote, zipfile.ZipFile(remote) as archive:
+    remote_zip = fsspec.open(coco_mirror.url("zips/val2017.zip"), "rb")  # an HTTPFile: seekable
+    with remote_zip as remote, zipfile.ZipFile(remote) as archive:
         assert archive.read(MEMBER) == expected
 
 
-def test_traffic_counts_requests_and_body_bytes_until_reset(mirror):
-    connection = connect(mirror)
+def test_traffic_counts_requests_and_body_bytes_until_reset(mirror, connection, mirror_root):
     request(connection, "HEAD", "/blob.bin")
     request(connection, "GET", "/blob.bin", {"Range": "bytes=0-99"})
     request(connection, "GET", "/val2017.zip")
-    zip_size = os.path.getsize(mirror.files.resolve("/val2017.zip"))
+    zip_size = (mirror_root / "val2017.zip").stat().st_size
 
     traffic = mirror.traffic(reset=True)
     assert traffic.for_path("blob.bin").requests == 2
@@ -160,9 +170,10 @@ def test_traffic_counts_requests_and_body_bytes_until_reset(mirror):
     assert mirror.traffic().requests == 0
 
 
-def test_keep_alive_connection_survives_every_kind_of_answer(mirror):
+def test_keep_alive_connection_survives_every_kind_of_answer(mirror, connection):
+    # http.client does not reconnect a connection the server closed unannounced: reaching the
+    # last answer proves they all came over one connection.
     mirror.fail_status("blob.bin", 503)
-    connection = connect(mirror)
     answers = [
         request(connection, "GET", "/blob.bin")[0],  # injected 503
         request(connection, "HEAD", "/blob.bin")[0],
@@ -200,9 +211,8 @@ def test_drop_after_cuts_the_body_then_serves_again(mirror, blob):
     assert mirror.traffic().for_path("blob.bin").body_bytes == 5000 + 5000 + BLOB_SIZE
 
 
-def test_drop_after_applies_to_the_ranged_body(mirror, blob):
+def test_drop_after_applies_to_the_ranged_body(mirror, connection, blob):
     mirror.drop_after("blob.bin", 10)
-    connection = connect(mirror)
     response, body = request(connection, "GET", "/blob.bin", {"Range": "bytes=0-9"})
     assert (response.status, body) == (206, blob[:10])
     assert connection.sock.recv(1) == b"", "a planned drop closes even a complete body's connection"
@@ -230,10 +240,12 @@ def test_corrupt_serves_other_bytes_across_chunks_and_leaves_the_file(mirror, mi
 
 def test_corrupt_zip_member_fails_its_crc_check(coco_mirror, mirror_root):
     with zipfile.ZipFile(mirror_root / "val2017.zip") as local:
-        member = local.getinfo(MEMBER)
-        data_offset = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+        member_data = local.read(MEMBER)
+    # Members are stored uncompressed, so their data appears verbatim in the archive.
+    data_offset = (mirror_root / "val2017.zip").read_bytes().index(member_data)
     coco_mirror.corrupt("zips/val2017.zip", data_offset + 100, b"corrupted")
-    with fsspec.open(coco_mirror.url("zips/val2017.zip"), "rb") as remote, zipfile.ZipFile(remote) as archive:
+    remote_zip = fsspec.open(coco_mirror.url("zips/val2017.zip"), "rb")
+    with remote_zip as remote, zipfile.ZipFile(remote) as archive:
         with pytest.raises(zipfile.BadZipFile, match="CRC"):
             archive.read(MEMBER)
 
@@ -261,13 +273,14 @@ def test_coco_layout_serves_the_official_paths_only(coco_mirror, mirror_root):
 
 
 def test_leaving_the_block_closes_idle_connections_and_the_port(mirror_root):
-    with serve_mirror(mirror_root, layout="plain") as mirror:
-        connection = connect(mirror)
+    with serve_mirror(mirror_root, layout="plain") as mirror, contextlib.closing(
+        connect(mirror)
+    ) as connection:
         assert request(connection, "HEAD", "/blob.bin")[0].status == 200
     with pytest.raises(ConnectionError):
         request(connection, "HEAD", "/blob.bin")
-    with pytest.raises(ConnectionError):
-        request(connect(mirror), "HEAD", "/blob.bin")
+    with pytest.raises(ConnectionError), contextlib.closing(connect(mirror)) as fresh_connection:
+        request(fresh_connection, "HEAD", "/blob.bin")
 
 
 def test_loopback_bypasses_a_configured_proxy(mirror_root, monkeypatch):
@@ -275,18 +288,22 @@ def test_loopback_bypasses_a_configured_proxy(mirror_root, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     with serve_mirror(mirror_root, layout="plain") as mirror:
-        proxied_fs = fsspec.filesystem("http", client_kwargs={"trust_env": True}, skip_instance_cache=True)
+        # trust_env=True, as datasets sets it, makes aiohttp read the proxy variables.
+        proxied_fs = fsspec.filesystem(
+            "http", client_kwargs={"trust_env": True}, skip_instance_cache=True
+        )
         assert proxied_fs.size(mirror.url("blob.bin")) == BLOB_SIZE
     assert "127.0.0.1" in os.environ["NO_PROXY"].split(",")
 
 
 def test_command_line_serves_a_directory(mirror_root):
-    command = [sys.executable, "-m", "tools.http_mirror", str(mirror_root), "--layout", "plain", "--port", "0"]
-    server = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        banner = server.stderr.readline()
-        base_url = re.search(r"http://[\d.]+:\d+", banner).group()
-        assert requests.head(f"{base_url}/blob.bin").headers["Content-Length"] == str(BLOB_SIZE)
-    finally:
-        server.terminate()
-        server.wait(timeout=5)
+    command = [
+        sys.executable, "-m", "tools.http_mirror", str(mirror_root), "--layout", "plain", "--port", "0"
+    ]
+    with subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            banner = server.stderr.readline()
+            base_url = re.search(r"http://[\d.]+:\d+", banner).group()
+            assert requests.head(f"{base_url}/blob.bin").headers["Content-Length"] == str(BLOB_SIZE)
+        finally:
+            server.terminate()

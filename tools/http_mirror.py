@@ -18,16 +18,19 @@ Layouts: ``"coco"`` answers only the three official URL paths (``/zips/train2017
 lying flat in DIR, so a client that asks for any other path gets a 404 exactly as it would from
 the official host; ``"plain"`` serves every file under DIR at its relative path.
 
-What it speaks: GET and HEAD, HTTP/1.1 with keep-alive, ``Accept-Ranges: bytes`` and single byte
-ranges (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) answered with 206 and ``Content-Range``; an
-unsatisfiable range gets 416, a missing file 404. Malformed or multi-range ``Range`` headers are
-ignored (200 with the whole file), as RFC 9110 allows. Bodies are read and sent in 1 MiB chunks,
-so multi-GB zips are never held in memory. Requests with a body are not supported.
+What it speaks: GET and HEAD, HTTP/1.1 with keep-alive (HTTP/1.0 clients get one response per
+connection), ``Accept-Ranges: bytes`` and single byte ranges on GET (``bytes=a-b``, ``bytes=a-``,
+``bytes=-n``) answered with 206 and ``Content-Range``; an unsatisfiable range gets 416, a missing
+file 404. Malformed or multi-range ``Range`` headers are ignored (200 with the whole file), as
+RFC 9110 allows. Bodies are read and sent in 1 MiB chunks, so multi-GB zips are never held in
+memory. Requests that carry a body are not supported.
 
-Accounting: requests and body bytes are counted per URL path (``Mirror.traffic``). Fault
-injection, per URL path and thread-safe: ``fail_status``, ``drop_after`` (each used up after a
-given number of requests), ``ignore_range`` and ``corrupt`` (both in force until
-``clear_faults``).
+Accounting: requests and body bytes per URL path (``Mirror.traffic``). A chunk is counted as it
+is handed to the socket, so a client that stops reading early is charged for what the socket
+buffers had already taken (up to a few MiB): what it cost the server, not what the client read.
+
+Fault injection, per URL path and thread-safe: ``fail_status`` and ``drop_after`` are used up
+after a given number of requests; ``ignore_range`` and ``corrupt`` stay until ``clear_faults``.
 
 Proxies: aiohttp sessions created with ``trust_env=True`` (as ``datasets`` creates them) send
 even loopback requests through ``HTTP_PROXY`` unless ``NO_PROXY`` covers the host, so clients of
@@ -76,7 +79,7 @@ _RANGE_HEADER = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE
 
 
 def url_path_of(path: str) -> str:
-    """The key the mirror files requests, counters and faults under: '/a/b' for 'a/b' or '/a/b'."""
+    """``path`` as the mirror keys its counters and faults: '/a/b' for 'a/b' or '/a/b'."""
     return "/" + path.lstrip("/")
 
 
@@ -151,16 +154,17 @@ def _suffix_range(length: int, size: int) -> tuple[int, int]:
 
 
 def apply_patches(chunk: bytes, chunk_offset: int, patches: list[tuple[int, bytes]]) -> bytes:
-    """``chunk`` (read from file offset ``chunk_offset``) with the overlapping patches written over."""
-    patched = None
+    """``chunk``, read from file offset ``chunk_offset``, with the overlapping patches written over."""
+    if not patches:
+        return chunk
+    patched = bytearray(chunk)
     chunk_end = chunk_offset + len(chunk)
     for patch_offset, data in patches:
-        start = max(patch_offset, chunk_offset)
-        end = min(patch_offset + len(data), chunk_end)
+        start, end = max(patch_offset, chunk_offset), min(patch_offset + len(data), chunk_end)
         if start < end:
-            patched = patched if patched is not None else bytearray(chunk)
-            patched[start - chunk_offset:end - chunk_offset] = data[start - patch_offset:end - patch_offset]
-    return bytes(patched) if patched is not None else chunk
+            in_chunk = slice(start - chunk_offset, end - chunk_offset)
+            patched[in_chunk] = data[start - patch_offset:end - patch_offset]
+    return bytes(patched)
 
 
 # --- accounting ------------------------------------------------------------------------------
@@ -312,7 +316,9 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
         try:
             byte_range = parse_byte_range(self._range_to_honour(url_path, send_body), size)
         except RangeNotSatisfiable:
-            self._send_empty(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, content_range=f"bytes */{size}")
+            self._send_empty(
+                HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, content_range=f"bytes */{size}"
+            )
             return
         first, last = byte_range if byte_range else (0, size - 1)
         self._send_file_headers(file.name, size, first, last, partial=byte_range is not None)
@@ -335,26 +341,32 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
         self._end_headers()
 
     def _send_body(self, url_path: str, file: BinaryIO, offset: int, length: int) -> None:
-        patches = self.server.faults.patches(url_path)
         allowance = self.server.faults.take_drop(url_path)
         to_send = length if allowance is None else min(length, allowance)
-        file.seek(offset)
-        try:
-            while to_send > 0:
-                chunk = file.read(min(CHUNK_SIZE, to_send))
-                if not chunk:  # the file shrank under us; the promised length cannot be kept
-                    break
-                self.wfile.write(apply_patches(chunk, offset, patches))
-                self.server.traffic.count(url_path, body_bytes=len(chunk))
-                offset += len(chunk)
-                to_send -= len(chunk)
-        except ConnectionError:
-            # Clients that stop reading early (a closed HTTPStreamFile) reset the connection.
-            log.debug("client %s went away during %s", self.address_string(), url_path)
-        if to_send > 0 or allowance is not None:
+        sent = self._copy_to_client(url_path, file, offset, to_send)
+        if sent < length or allowance is not None:
             # A body short of its Content-Length can only be told by closing; a planned drop
             # closes even when the allowance covered the whole body.
             self.close_connection = True
+
+    def _copy_to_client(self, url_path: str, file: BinaryIO, offset: int, length: int) -> int:
+        """Send ``length`` bytes of ``file`` from ``offset``, patched; return how many went out."""
+        patches = self.server.faults.patches(url_path)
+        file.seek(offset)
+        sent = 0
+        try:
+            while sent < length:
+                chunk = file.read(min(CHUNK_SIZE, length - sent))
+                if not chunk:  # the file shrank under us
+                    break
+                # Counted before the write: a client holding the bytes must find them counted.
+                self.server.traffic.count(url_path, body_bytes=len(chunk))
+                self.wfile.write(apply_patches(chunk, offset + sent, patches))
+                sent += len(chunk)
+        except ConnectionError:
+            # Clients that stop reading early (a closed HTTPStreamFile) reset the connection.
+            log.debug("client %s went away during %s", self.address_string(), url_path)
+        return sent
 
     def _send_empty(self, status: int, content_range: str | None = None) -> None:
         self.send_response(status)
@@ -420,7 +432,8 @@ class _MirrorHTTPServer(ThreadingHTTPServer):
 class Mirror:
     """A running mirror: where it is, what it served, and the faults to inject into it.
 
-    Fault paths are URL paths ('/zips/val2017.zip'; the leading '/' may be left out).
+    ``base_url`` is ``http://HOST:PORT``; ``files`` tells which local file answers a URL path.
+    Paths given to the methods are URL paths ('/zips/val2017.zip'; the leading '/' may be left out).
     """
 
     def __init__(self, server: _MirrorHTTPServer) -> None:
@@ -459,7 +472,9 @@ class Mirror:
             raise FileNotFoundError(f"the mirror serves no file at {path}")
         size = file_path.stat().st_size
         if not data or offset < 0 or offset + len(data) > size:
-            raise ValueError(f"patch [{offset}, {offset + len(data)}) is empty or outside the {size}-byte file")
+            raise ValueError(
+                f"patch [{offset}, {offset + len(data)}) is empty or outside the {size}-byte file"
+            )
         self._server.faults.add_patch(url_path_of(path), offset, bytes(data))
 
     def clear_faults(self) -> None:
@@ -498,6 +513,7 @@ def serve_mirror(
 
 
 def _bypass_proxy_for_loopback() -> None:
+    """Add 127.0.0.1 and localhost to NO_PROXY unless the environment already bypasses them."""
     if urllib.request.proxy_bypass_environment("127.0.0.1"):
         return
     existing = os.environ.get("no_proxy") or os.environ.get("NO_PROXY")
@@ -525,15 +541,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
              "/zips/val2017.zip and /annotations/annotations_trainval2017.zip from the flat "
              "zips in DIR; plain: serve every file under DIR at its relative path",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on; 0 picks a free one (default: 8000)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="IPv4 address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000,
+        help="TCP port to listen on; 0 picks a free one, shown in the log (default: 8000)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
+    )
     with serve_mirror(args.root, args.layout, args.host, args.port) as mirror:
         _log_what_is_served(mirror)
         with contextlib.suppress(KeyboardInterrupt):

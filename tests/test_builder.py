@@ -1,0 +1,358 @@
+"""The builder against a generated COCO sample: every source, config, mode and bad input."""
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import zipfile
+
+import datasets
+import numpy as np
+import pytest
+from datasets.distributed import split_dataset_by_node
+
+import coco_unified
+from coco_unified import CocoError, CocoUnified
+
+ORACLE_COLUMNS = ("index", "image_id", "file_name", "width", "height", "captions", "caption_ids", "labels", "multi_hot")
+IMAGE_ZIPS = ("zips/train2017.zip", "zips/val2017.zip")
+
+
+def make_builder(tmp_path, config="default", **kwargs):
+    kwargs.setdefault("doc2vec", False)
+    return CocoUnified(config_name=config, cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+def prepare(tmp_path, config="default", num_proc=None, **kwargs):
+    builder = make_builder(tmp_path, config, **kwargs)
+    builder.download_and_prepare(num_proc=num_proc)
+    return builder.as_dataset("train")
+
+
+def stream(tmp_path, config="default", **kwargs):
+    return make_builder(tmp_path, config, **kwargs).as_streaming_dataset("train")
+
+
+def raw_rows(dataset):
+    """Rows as plain values, images as their bytes."""
+    if "image" in dataset.column_names:
+        dataset = dataset.cast_column("image", datasets.Image(decode=False))
+    return list(dataset)
+
+
+def assert_matches_oracle(rows, oracle, image_ids, sidecar_vectors=None):
+    assert sorted(row["image_id"] for row in rows) == sorted(image_ids)
+    for row in rows:
+        expected = oracle[row["image_id"]]
+        assert {column: row[column] for column in ORACLE_COLUMNS} == {column: expected[column] for column in ORACLE_COLUMNS}
+        assert ["train2017", "val2017"][row["coco_split"]] == expected["coco_split"]
+        if "image" in row:
+            assert row["image"]["bytes"] == expected["image"]
+            assert row["image"]["path"] == expected["file_name"]
+        if sidecar_vectors is not None:
+            assert np.array_equal(np.asarray(row["doc2vec"], dtype=np.float32), sidecar_vectors[row["image_id"]])
+
+
+@contextlib.contextmanager
+def raises_coco_error(pattern):
+    """A CocoError matching `pattern`, raised directly or as the cause of datasets' generation error."""
+    with pytest.raises((CocoError, datasets.exceptions.DatasetGenerationError)) as caught:
+        yield
+    error = caught.value if isinstance(caught.value, CocoError) else caught.value.__cause__
+    assert isinstance(error, CocoError), repr(caught.value)
+    assert re.search(pattern, str(error)), str(error)
+
+
+@pytest.fixture(scope="module")
+def sidecar_vectors(sidecar, oracle):
+    ids = sorted(oracle)
+    vectors, _ = coco_unified.read_doc2vec_sidecar(str(sidecar), ids)
+    return dict(zip(ids, vectors))
+
+
+# ----------------------------------------------------------------------------- rows and order
+
+
+@pytest.mark.parametrize("source", ["zips", "folders"])
+def test_prepared_pool_matches_annotations_in_id_order(source, sample_dir, extracted_dir, oracle, sidecar, sidecar_vectors, tmp_path):
+    data_dir = sample_dir if source == "zips" else extracted_dir
+    dataset = prepare(tmp_path, data_dir=str(data_dir), doc2vec=True, doc2vec_path=str(sidecar))
+    rows = raw_rows(dataset)
+    assert [row["index"] for row in rows] == list(range(len(oracle)))
+    assert [row["image_id"] for row in rows] == sorted(oracle)
+    assert_matches_oracle(rows, oracle, oracle, sidecar_vectors)
+    assert dataset.features["labels"].feature.names[0] == "person"
+    assert dataset.features["doc2vec"].length == 300 and dataset.features["multi_hot"].length == 80
+
+
+@pytest.mark.parametrize(
+    "config, labeled_only, with_images",
+    [("labeled", True, True), ("no_images", False, False), ("labeled_no_images", True, False)],
+)
+def test_named_configs(config, labeled_only, with_images, sample_dir, oracle, tmp_path):
+    rows = raw_rows(prepare(tmp_path, config, data_dir=str(sample_dir)))
+    wanted = [image_id for image_id, row in oracle.items() if row["labels"] or not labeled_only]
+    assert len(wanted) < len(oracle) or not labeled_only  # the sample has unlabeled images to drop
+    assert_matches_oracle(rows, oracle, wanted)
+    assert ("image" in rows[0]) == with_images
+    assert "doc2vec" not in rows[0]
+
+
+def test_config_kwargs_combine(sample_dir, oracle, tmp_path):
+    rows = raw_rows(prepare(tmp_path, "default", data_dir=str(sample_dir), labeled_only=True, with_images=False))
+    assert_matches_oracle(rows, oracle, [image_id for image_id, row in oracle.items() if row["labels"]])
+    assert "image" not in rows[0]
+
+
+def test_num_proc_gives_the_same_dataset(sample_dir, tmp_path):
+    single = raw_rows(prepare(tmp_path / "one", data_dir=str(sample_dir)))
+    double = raw_rows(prepare(tmp_path / "two", data_dir=str(sample_dir), num_proc=2))
+    assert single == double
+
+
+@pytest.mark.parametrize("config", ["default", "labeled_no_images"])
+def test_streaming_equals_prepared_row_for_row(config, sample_dir, tmp_path):
+    prepared = raw_rows(prepare(tmp_path, config, data_dir=str(sample_dir)))
+    streamed = raw_rows(stream(tmp_path, config, data_dir=str(sample_dir)))
+    assert sorted(streamed, key=lambda row: row["index"]) == prepared
+
+
+def test_streaming_from_mirror_reads_each_image_byte_once(mirror, sample_dir, oracle, tmp_path):
+    dataset = stream(tmp_path, base_url=mirror.base_url)
+    assert dataset.n_shards >= 16
+    rows = raw_rows(dataset)
+    assert_matches_oracle(rows, oracle, oracle)
+    traffic = mirror.traffic()
+    image_zip_bytes = sum(os.path.getsize(sample_dir / os.path.basename(path)) for path in IMAGE_ZIPS)
+    fetched = sum(traffic.for_path(path).body_bytes for path in IMAGE_ZIPS)
+    image_bytes = sum(len(row["image"]) for row in oracle.values())
+    assert image_bytes < fetched <= 1.05 * image_zip_bytes
+    annotations = traffic.for_path("annotations/annotations_trainval2017.zip").body_bytes
+    assert annotations <= os.path.getsize(sample_dir / "annotations_trainval2017.zip")
+
+
+def test_prepared_from_mirror(mirror, oracle, tmp_path):
+    assert_matches_oracle(raw_rows(prepare(tmp_path, base_url=mirror.base_url)), oracle, oracle)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_no_images_fetches_no_image_bytes(streaming, mirror, oracle, tmp_path):
+    if streaming:
+        rows = list(stream(tmp_path, "no_images", base_url=mirror.base_url))
+    else:
+        rows = list(prepare(tmp_path, "no_images", base_url=mirror.base_url))
+    assert len(rows) == len(oracle)
+    traffic = mirror.traffic()
+    assert [traffic.for_path(path).requests for path in IMAGE_ZIPS] == [0, 0]
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_nodes_cover_the_pool_exactly_once(world_size, sample_dir, oracle, tmp_path):
+    dataset = stream(tmp_path, "default", data_dir=str(sample_dir)).remove_columns("image")
+    seen = []
+    for rank in range(world_size):
+        seen += [row["index"] for row in split_dataset_by_node(dataset, rank=rank, world_size=world_size)]
+    assert sorted(seen) == list(range(len(oracle)))
+
+
+def test_shards_divide_train2017_by_bytes(sample_dir, tmp_path):
+    builder = make_builder(tmp_path, data_dir=str(sample_dir), num_shards=20)
+    generator = builder._split_generators(datasets.StreamingDownloadManager(base_path=str(tmp_path)))[0]
+    shards = generator.gen_kwargs["shards"]
+    train_shards = [shard for shard in shards if shard.records[0].coco_split == "train2017"]
+    assert len(train_shards) == 20 and len(shards) == 21
+    for shard in shards:  # one contiguous run of one archive: a single request
+        members = [entry.member for entry in shard.images]
+        assert {entry.part.name for entry in shard.images} == {shard.records[0].coco_split}
+        assert all(a.start < b.start for a, b in zip(members, members[1:]))
+    spans = [sum(e.member.end - e.member.start for e in shard.images) for shard in train_shards]
+    assert max(spans) < 2 * min(spans)
+
+
+# ----------------------------------------------------------------------------- network faults
+
+
+def test_dropped_connection_resumes_from_the_offset_reached(mirror, oracle, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_unified, "RETRY_BASE_DELAY", 0.01)
+    dataset = stream(tmp_path, base_url=mirror.base_url, num_shards=1)
+    mirror.traffic(reset=True)
+    mirror.drop_after("zips/train2017.zip", 5000, times=2)
+    rows = raw_rows(dataset)
+    assert_matches_oracle(rows, oracle, oracle)
+    assert mirror.traffic().for_path("zips/train2017.zip").requests == 3
+
+
+def test_busy_server_is_retried(mirror, oracle, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_unified, "RETRY_BASE_DELAY", 0.01)
+    dataset = stream(tmp_path, base_url=mirror.base_url)
+    mirror.fail_status("zips/val2017.zip", 503, times=2)
+    assert_matches_oracle(raw_rows(dataset), oracle, oracle)
+
+
+def test_http_error_names_the_url(mirror, tmp_path):
+    with raises_coco_error(r"annotations_trainval2017\.zip.*not found"):
+        stream(tmp_path, base_url=mirror.base_url + "/no-such-mirror")
+
+
+def test_server_ignoring_range_is_reported(mirror, tmp_path):
+    dataset = stream(tmp_path, base_url=mirror.base_url)
+    mirror.ignore_range("zips/train2017.zip")
+    with raises_coco_error(r"train2017\.zip.*ignored the Range request"):
+        list(dataset)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def rewrite_zip(path, transform):
+    """Rewrite a zip member by member: transform(name, data) returns new data, or None to drop it."""
+    with zipfile.ZipFile(path) as reader:
+        members = [(info, reader.read(info)) for info in reader.infolist()]
+    with zipfile.ZipFile(path, "w") as writer:
+        for info, data in members:
+            new_data = transform(info.filename, data)
+            if new_data is not None:
+                writer.writestr(info, new_data)
+
+
+def edit_annotation(path, file_name, edit):
+    def transform(name, data):
+        if name != f"annotations/{file_name}":
+            return data
+        document = json.loads(data)
+        edit(document)
+        return json.dumps(document)
+
+    rewrite_zip(path / "annotations_trainval2017.zip", transform)
+
+
+def test_image_missing_from_archive(sample_copy, oracle, tmp_path):
+    victim = next(row for row in oracle.values() if row["coco_split"] == "val2017")["file_name"]
+    rewrite_zip(sample_copy / "val2017.zip", lambda name, data: None if name.endswith(victim) else data)
+    with raises_coco_error(rf"val2017\.zip: 1 annotated images are missing.*{victim}"):
+        prepare(tmp_path, data_dir=str(sample_copy))
+
+
+def test_duplicate_image_id(sample_copy, tmp_path):
+    edit_annotation(sample_copy, "captions_val2017.json", lambda doc: doc["images"].append(doc["images"][0]))
+    with raises_coco_error(r"captions_val2017\.json: image id \d+ is listed twice"):
+        prepare(tmp_path, data_dir=str(sample_copy))
+
+
+def test_unknown_category_id(sample_copy, tmp_path):
+    def break_first(doc):
+        doc["annotations"][0]["category_id"] = 12
+
+    edit_annotation(sample_copy, "instances_train2017.json", break_first)
+    with raises_coco_error(r"instances_train2017\.json, annotation \d+: unknown category id 12"):
+        prepare(tmp_path, data_dir=str(sample_copy))
+
+
+def test_malformed_json(sample_copy, tmp_path):
+    rewrite_zip(
+        sample_copy / "annotations_trainval2017.zip",
+        lambda name, data: data[: len(data) // 2] if name.endswith("captions_train2017.json") else data,
+    )
+    with raises_coco_error(r"captions_train2017\.json: malformed JSON"):
+        prepare(tmp_path, data_dir=str(sample_copy))
+
+
+def test_wrong_type_in_json_names_the_entry(sample_copy, tmp_path):
+    def break_caption(doc):
+        doc["annotations"][3]["image_id"] = "one"
+
+    edit_annotation(sample_copy, "captions_val2017.json", break_caption)
+    with raises_coco_error(r"captions_val2017\.json: .*annotations\[3\]\.image_id"):
+        prepare(tmp_path, data_dir=str(sample_copy))
+
+
+def test_truncated_zip(sample_copy, tmp_path):
+    path = sample_copy / "train2017.zip"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with raises_coco_error(r"train2017\.zip: not a readable zip"):
+        prepare(tmp_path, data_dir=str(sample_copy))
+
+
+def test_corrupt_entry_fails_its_crc(sample_copy, oracle, tmp_path):
+    path = sample_copy / "train2017.zip"
+    with zipfile.ZipFile(path) as reader:
+        info = next(i for i in reader.infolist() if i.compress_type == zipfile.ZIP_STORED and not i.is_dir())
+    data = bytearray(path.read_bytes())
+    data_offset = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[data_offset + 10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with raises_coco_error(rf"train2017\.zip, entry {info.filename}: CRC mismatch"):
+        prepare(tmp_path, data_dir=str(sample_copy))
+
+
+def test_missing_archive_is_named(sample_copy, tmp_path):
+    (sample_copy / "val2017.zip").unlink()
+    with raises_coco_error(r"Missing from data_dir: .*val2017\.zip"):
+        prepare(tmp_path, data_dir=str(sample_copy))
+    assert len(prepare(tmp_path, "no_images", data_dir=str(sample_copy))) > 0  # not needed without images
+
+
+def test_missing_sidecar_says_how_to_make_it(sample_dir, tmp_path):
+    with raises_coco_error(r"not found.*python -m tools\.build_doc2vec"):
+        prepare(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(tmp_path / "none.parquet"))
+
+
+def test_sidecar_missing_an_image(sample_dir, oracle, tmp_path):
+    path = tmp_path / "partial.parquet"
+    ids = sorted(oracle)[1:]
+    coco_unified.write_doc2vec_sidecar(str(path), ids, np.zeros((len(ids), 300), np.float32), {})
+    with raises_coco_error(rf"no Doc2Vec vector for 1 images .*{sorted(oracle)[0]}"):
+        prepare(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(path))
+
+
+# ----------------------------------------------------------------------------- the real COCO's numbers
+
+
+@pytest.fixture
+def sample_as_official(sample_dir, oracle, monkeypatch):
+    """Record the sample's sizes and sha256 as if it were the official download, with its counts."""
+    for name, archive in coco_unified.ARCHIVES.items():
+        path = sample_dir / archive.file_name
+        checksum = datasets.utils.info_utils.get_size_checksum_dict(str(path))["checksum"]
+        monkeypatch.setitem(coco_unified.ARCHIVES, name, dataclasses.replace(archive, num_bytes=path.stat().st_size, sha256=checksum))
+    counts = coco_unified.PoolCounts(len(oracle), sum(len(r["captions"]) for r in oracle.values()), sum(1 for r in oracle.values() if r["labels"]))
+    monkeypatch.setattr(coco_unified, "REAL_COUNTS", counts)
+    return counts
+
+
+def test_official_copy_is_verified(sample_dir, sample_as_official, tmp_path):
+    builder = make_builder(tmp_path, "labeled", data_dir=str(sample_dir))
+    builder.download_and_prepare(verification_mode="all_checks")
+    assert builder.info.splits["train"].num_examples == sample_as_official.labeled
+
+
+def test_official_copy_with_a_bad_checksum(sample_dir, sample_as_official, tmp_path, monkeypatch):
+    archive = coco_unified.ARCHIVES["val2017"]
+    monkeypatch.setitem(coco_unified.ARCHIVES, "val2017", dataclasses.replace(archive, sha256="0" * 64))
+    with pytest.raises(datasets.exceptions.NonMatchingChecksumError):
+        make_builder(tmp_path, data_dir=str(sample_dir)).download_and_prepare(verification_mode="all_checks")
+
+
+def test_official_copy_with_wrong_counts(sample_dir, sample_as_official, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_unified, "REAL_COUNTS", dataclasses.replace(sample_as_official, captions=sample_as_official.captions + 1))
+    with raises_coco_error("annotations hold"):
+        prepare(tmp_path, data_dir=str(sample_dir))
+
+
+def test_shipped_infos_do_not_reject_a_sample(sample_dir, tmp_path):
+    infos = json.loads((coco_unified_dir() / "dataset_infos.json").read_text())
+    assert infos["default"]["splits"]["train"]["num_examples"] == 123_287
+    builder = make_builder(tmp_path, data_dir=str(sample_dir))
+    assert builder.info.splits["train"].num_examples == 123_287  # what datasets would check...
+    builder.download_and_prepare()  # ...but the builder knows a sample is not the real COCO
+    assert builder.info.splits["train"].num_examples == 247
+
+
+def coco_unified_dir():
+    from pathlib import Path
+
+    return Path(coco_unified.__file__).parent
