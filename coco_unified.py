@@ -23,6 +23,7 @@ loading script only carries single-file modules with it.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import struct
@@ -238,10 +239,15 @@ def read_zip_directory(archive, archive_name: str) -> List[ZipMember]:
     return members
 
 
+def _options_for(location: str, storage_options: Optional[dict]) -> dict:
+    """`datasets` keys storage options by protocol ({"hf": {...}}); fsspec takes one protocol's."""
+    return (storage_options or {}).get(fsspec.utils.get_protocol(location), {})
+
+
 def open_location(location: str, storage_options: Optional[dict] = None):
     """A seekable binary file for a local path or a URL (fsspec)."""
     try:
-        return fsspec.open(location, "rb", **(storage_options or {})).open()
+        return fsspec.open(location, "rb", **_options_for(location, storage_options)).open()
     except FileNotFoundError:
         raise CocoError(f"{location} not found; check data_dir or base_url.") from None
     except Exception as error:  # noqa: BLE001 - any transport error, reported with its location
@@ -271,7 +277,7 @@ class ByteRangeReader:
 
     def __init__(self, location: str, storage_options: Optional[dict] = None):
         self.location = location
-        self._fs, self._path = fsspec.core.url_to_fs(location, **(storage_options or {}))
+        self._fs, self._path = fsspec.core.url_to_fs(location, **_options_for(location, storage_options))
         self._remote = not isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
         self._file = None
         self.position = 0
@@ -824,6 +830,12 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         super().__init__(*args, **kwargs)
         self.categories = CategoryMap()
 
+    def download_and_prepare(self, *args, verification_mode=None, **kwargs):
+        # datasets >= 4 no longer hashes downloads itself: remember whether the user asked to.
+        mode = datasets.VerificationMode(verification_mode or datasets.VerificationMode.BASIC_CHECKS)
+        self._check_sha256 = mode == datasets.VerificationMode.ALL_CHECKS
+        return super().download_and_prepare(*args, verification_mode=verification_mode, **kwargs)
+
     def _info(self):
         features = {
             "index": datasets.Value("int32"),
@@ -864,6 +876,8 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         real = self._is_real_coco(parts, counts, storage_options)
         if real:
             check_real_counts(counts)
+            if getattr(self, "_check_sha256", False):
+                self._check_checksums(dl_manager, parts)
         logger.info(f"{'The official COCO 2017' if real else 'A COCO copy that is not the full COCO 2017'}: {counts}")
         if config.labeled_only:
             records = [record for record in records if record.labels]
@@ -905,6 +919,23 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         # Checksums are recorded under the name each zip had before download.
         located = locate_parts(self.config.data_dir, self.config.base_url)
         self.info.download_checksums = official_checksums({name: located[name].location for name, part in parts.items() if part.zipped})
+
+    def _check_checksums(self, dl_manager, parts: Dict[str, Part]) -> None:
+        """sha256 of each official zip, reusing what datasets < 4 hashed while downloading."""
+        located = locate_parts(self.config.data_dir, self.config.base_url)
+        recorded = dl_manager.get_recorded_sizes_checksums()
+        for name, part in parts.items():
+            if not part.zipped:
+                continue
+            checksum = recorded.get(located[name].location, {}).get("checksum")
+            if checksum is None:
+                with open(part.location, "rb") as file:
+                    checksum = hashlib.file_digest(file, "sha256").hexdigest()
+            if checksum != ARCHIVES[name].sha256:
+                raise CocoError(
+                    f"{part.location}: sha256 {checksum} differs from the official {ARCHIVES[name].sha256}; "
+                    "the file is corrupt, delete it and download it again."
+                )
 
     def _read_doc2vec(self, dl_manager, records: Sequence[ImageRecord], storage_options) -> np.ndarray:
         path = self.config.doc2vec_path or DOC2VEC_SIDECAR

@@ -1,0 +1,107 @@
+"""Deterministic, parallel `Doc2Vec.infer_vector`: the same document always gets the same bits.
+
+gensim 4 draws an inferred vector's start from `hash(" ".join(words))`, which Python salts per
+process unless PYTHONHASHSEED is fixed, and its negative samples from `model.random`, which
+advances with every call. So inference runs only in processes started with PYTHONHASHSEED set
+to the seed, and `model.random` is re-seeded before every document: a vector then depends on
+the document, the model and the settings alone, not on the worker, the order or the batch.
+"""
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+from typing import Hashable, Iterator, List, Sequence, Tuple
+
+import numpy as np
+from gensim.models.doc2vec import Doc2Vec
+from tqdm import tqdm
+
+# PYTHONHASHSEED accepts 0..2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+Document = List[str]
+Task = Tuple[Hashable, Sequence[Document]]
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSettings:
+    epochs: int
+    alpha: float
+    min_alpha: float
+    seed: int  # PYTHONHASHSEED of the workers and the per-document seed of model.random
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+# The model and settings of one worker process, set once by `_start_worker`.
+_worker_model = None
+_worker_settings = None
+
+
+def _start_worker(model_path: str, settings: InferenceSettings) -> None:
+    global _worker_model, _worker_settings
+    # Memory-mapped, the big arrays of a large model are shared by all workers through the page
+    # cache instead of being copied into each; inference only reads them.
+    _worker_model = Doc2Vec.load(model_path, mmap="r")
+    _worker_settings = settings
+
+
+def infer_document(model: Doc2Vec, words: Document, settings: InferenceSettings) -> np.ndarray:
+    """One document's vector; deterministic only in a process whose PYTHONHASHSEED is the seed."""
+    if not words:
+        # gensim starts an empty document from its global generator: the vector would be random.
+        raise ValueError("cannot infer a reproducible vector for an empty document")
+    model.random.seed(settings.seed)
+    return model.infer_vector(words, alpha=settings.alpha, min_alpha=settings.min_alpha, epochs=settings.epochs)
+
+
+def _infer_task(task: Task) -> Tuple[Hashable, np.ndarray]:
+    key, documents = task
+    vectors = np.stack([infer_document(_worker_model, words, _worker_settings) for words in documents])
+    return key, vectors.astype(np.float32, copy=False)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    """Set an environment variable while processes are started, then restore it."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
+def infer_tasks(model_path: str, tasks: Sequence[Task], settings: InferenceSettings, workers: int, description: str = "inference", done_documents: int = 0, total_documents: int = 0) -> Iterator[Tuple[Hashable, np.ndarray]]:
+    """(key, float32 vectors of the task's documents) for every task, in order of completion.
+
+    `workers` fresh processes load the saved model at `model_path`; a progress bar counts
+    documents, starting at `done_documents` of `total_documents` when a run is resumed.
+    """
+    pending_documents = sum(len(documents) for _, documents in tasks)
+    total = max(total_documents, done_documents + pending_documents)
+    with tqdm(total=total, initial=done_documents, desc=description, unit="doc", smoothing=0.05) as progress:
+        if not tasks:
+            return
+        # spawn, not fork: a forked worker would inherit this process's hash salt.
+        context = multiprocessing.get_context("spawn")
+        with _environment("PYTHONHASHSEED", str(settings.seed)):
+            pool = context.Pool(min(workers, len(tasks)), initializer=_start_worker, initargs=(model_path, settings))
+        with pool:
+            for key, vectors in pool.imap_unordered(_infer_task, tasks):
+                progress.update(len(vectors))
+                yield key, vectors
+
+
+def infer_all(model_path: str, documents: Sequence[Document], settings: InferenceSettings, workers: int, description: str = "inference", documents_per_task: int = 256) -> np.ndarray:
+    """Vectors of `documents`, in their order."""
+    starts = range(0, len(documents), documents_per_task)
+    tasks = [(start, documents[start : start + documents_per_task]) for start in starts]
+    vectors = dict(infer_tasks(model_path, tasks, settings, workers, description))
+    return np.concatenate([vectors[start] for start in starts])
