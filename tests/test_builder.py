@@ -18,6 +18,8 @@ from coco_unified import CocoError, CocoUnified
 
 ORACLE_COLUMNS = ("index", "image_id", "file_name", "width", "height", "captions", "caption_ids", "labels", "multi_hot")
 IMAGE_ZIPS = ("zips/train2017.zip", "zips/val2017.zip")
+# datasets < 4 prefills a builder's info (split sizes included) from the dataset_infos.json beside it.
+DATASETS_READS_SHIPPED_INFOS = int(datasets.__version__.split(".")[0]) < 4
 
 
 def make_builder(tmp_path, config="default", **kwargs):
@@ -349,7 +351,8 @@ def test_shipped_infos_do_not_reject_a_sample(sample_dir, tmp_path):
     infos = json.loads((coco_unified_dir() / "dataset_infos.json").read_text())
     assert infos["default"]["splits"]["train"]["num_examples"] == 123_287
     builder = make_builder(tmp_path, data_dir=str(sample_dir))
-    assert builder.info.splits["train"].num_examples == 123_287  # what datasets would check...
+    if DATASETS_READS_SHIPPED_INFOS:
+        assert builder.info.splits["train"].num_examples == 123_287  # what datasets would check...
     builder.download_and_prepare()  # ...but the builder knows a sample is not the real COCO
     assert builder.info.splits["train"].num_examples == 247
 

@@ -1,0 +1,185 @@
+"""The Doc2Vec model behind the sidecar: trained on the pool, a gensim 4 file, or jhlau's converted.
+
+Whatever its origin, the model ends up as a gensim 4 file that the inference processes load, and
+is described by a `ModelInfo` for the sidecar's provenance. Trained and converted models are
+saved beside the output and reused by a later run (a resumed one) when the same inputs made them.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+from gensim.models.callbacks import CallbackAny2Vec
+from gensim.models.doc2vec import Doc2Vec, TaggedDocument
+from tqdm import tqdm
+
+from coco_unified import DOC2VEC_DIM, CocoError
+from tools import convert_jhlau_model as jhlau
+
+logger = logging.getLogger(__name__)
+
+# jhlau's DBOW recipe (REFERENCE.md section 3): skip-gram word training interleaved with the
+# document vectors (dbow_words=1) puts words and documents in one space, which inference needs.
+RECIPE = {"dm": 0, "dbow_words": 1, "vector_size": DOC2VEC_DIM, "window": 15, "sample": 1e-5, "negative": 5, "hs": 0}
+
+# The lifecycle event a saved model carries to say which inputs made it.
+_MADE_FROM_EVENT = "coco_unified_made_from"
+_HASH_BLOCK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    epochs: int
+    min_count: int
+    seed: int
+    workers: int
+
+    def describe(self, num_documents: int, train_ids: Optional[str]) -> dict:
+        return {
+            **RECIPE,
+            "epochs": self.epochs,
+            "min_count": self.min_count,
+            "seed": self.seed,
+            "workers": self.workers,
+            "reproducible": self.workers == 1,
+            "documents": num_documents,
+            "train_ids": train_ids,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """A gensim 4 model file ready for inference, and the provenance of the model."""
+
+    path: str
+    provenance: dict
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.provenance["weights_sha256"]
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(_HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(model: Doc2Vec) -> str:
+    """A digest of what inference reads: vocabulary, word vectors and output weights.
+
+    Unlike the file's sha256 it does not change with the save time recorded in the file, so two
+    trainings that produced the same model have the same digest.
+    """
+    digest = hashlib.sha256()
+    digest.update("\n".join(model.wv.index_to_key).encode("utf-8"))
+    digest.update(np.asarray(model.wv.get_vecattr(model.wv.index_to_key, "count"), dtype=np.int64).tobytes())
+    for array in (model.wv.vectors, getattr(model, "syn1neg", None), getattr(model, "syn1", None)):
+        if array is not None:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def check_model(model, where: str) -> None:
+    """A model the sidecar can use: a Doc2Vec of the pool's dimension with a vocabulary."""
+    if not isinstance(model, Doc2Vec):
+        raise CocoError(f"{where}: holds a {type(model).__name__}, not a Doc2Vec model; pass a model saved with gensim 4's Doc2Vec.save.")
+    if model.vector_size != DOC2VEC_DIM:
+        raise CocoError(
+            f"{where}: the model has vector size {model.vector_size}, but the dataset's doc2vec column holds "
+            f"{DOC2VEC_DIM}-d vectors; use a {DOC2VEC_DIM}-d model (or train one: omit --model)."
+        )
+    if len(model.wv) == 0:
+        raise CocoError(f"{where}: the model has an empty vocabulary, so every document would get a random vector; use a trained model.")
+
+
+def load_model(path: str, mmap: Optional[str] = None) -> Doc2Vec:
+    """Load and check a gensim 4 Doc2Vec file."""
+    if not os.path.isfile(path):
+        raise CocoError(f"{path}: model file not found; pass the file written by gensim 4's Doc2Vec.save.")
+    try:
+        model = Doc2Vec.load(path, mmap=mmap)
+    # A damaged or foreign pickle fails in many ways; each means the same to the user.
+    except Exception as error:  # noqa: BLE001
+        raise CocoError(
+            f"{path}: not a readable gensim 4 Doc2Vec model ({type(error).__name__}: {error}). Pass a file saved "
+            "with Doc2Vec.save (its .npy companions beside it); for jhlau's models use --jhlau-model."
+        ) from None
+    check_model(model, path)
+    return model
+
+
+def describe_model(model: Doc2Vec, source: dict) -> dict:
+    parameters = {name: getattr(model, name) for name in ("dm", "dbow_words", "vector_size", "window", "sample", "negative", "hs", "min_count", "epochs")}
+    return {**source, "vocabulary": len(model.wv), "parameters": {name: _plain(value) for name, value in parameters.items()}, "weights_sha256": weights_sha256(model)}
+
+
+def _plain(value):
+    # gensim keeps some settings as numpy scalars, which JSON cannot hold.
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def existing_model(path: str, made_from: str) -> Optional[Doc2Vec]:
+    """The model saved at `path` by an earlier run, if the same inputs (`made_from`) made it."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        model = Doc2Vec.load(path, mmap="r")
+    except Exception as error:  # noqa: BLE001 - an unreadable leftover is simply made again
+        logger.warning("%s: cannot reuse it (%s); making the model again", path, error)
+        return None
+    recorded = [event.get("fingerprint") for event in model.lifecycle_events or [] if event.get("event") == _MADE_FROM_EVENT]
+    return model if recorded and recorded[-1] == made_from else None
+
+
+def save_model(model: Doc2Vec, path: str, made_from: str) -> None:
+    model.add_lifecycle_event(_MADE_FROM_EVENT, fingerprint=made_from)
+    model.save(path)
+
+
+class _EpochProgress(CallbackAny2Vec):
+    """A progress bar over training epochs (gensim reports progress only in its log)."""
+
+    def __init__(self, epochs: int):
+        self._bar = tqdm(total=epochs, desc="training", unit="epoch")
+
+    def on_epoch_end(self, model):
+        self._bar.update()
+
+    def on_train_end(self, model):
+        self._bar.close()
+
+
+def train_model(documents: Sequence[List[str]], settings: TrainingSettings) -> Doc2Vec:
+    """DBOW on `documents` (tagged by position) with jhlau's recipe.
+
+    With one worker thread the result depends only on the documents and the seed: gensim 4
+    seeds its initial vectors and `model.random` from `seed` and, unlike inference, hashes no
+    string while training (checked: equal models under different PYTHONHASHSEED values).
+    """
+    corpus = [TaggedDocument(words, [tag]) for tag, words in enumerate(documents)]
+    model = Doc2Vec(**RECIPE, min_count=settings.min_count, epochs=settings.epochs, seed=settings.seed, workers=settings.workers)
+    model.build_vocab(corpus)
+    if len(model.wv) == 0:
+        raise CocoError(f"No word occurs {settings.min_count} times in the {len(corpus)} training documents; lower --min-count or train on more images.")
+    model.train(corpus, total_examples=model.corpus_count, epochs=model.epochs, callbacks=[_EpochProgress(model.epochs)])
+    return model
+
+
+def jhlau_files_sha256(model_dir: str) -> str:
+    """One digest of the three files of a jhlau model directory."""
+    return hashlib.sha256("".join(file_sha256(os.path.join(model_dir, name)) for name in jhlau.MODEL_FILES).encode()).hexdigest()
+
+
+def convert_jhlau(model_dir: str) -> Doc2Vec:
+    try:
+        model = jhlau.convert_jhlau_model(model_dir)
+    except jhlau.ConversionError as error:
+        raise CocoError(str(error)) from None
+    check_model(model, model_dir)
+    return model
