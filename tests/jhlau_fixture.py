@@ -22,7 +22,9 @@ protocol 2. What it leaves in the pickled object's ``__dict__``, as written here
 
 Sources: gensim 3.x ``gensim/models/deprecated/old_saveload.py`` (the old ``_save_specials``),
 ``gensim/models/deprecated/doc2vec.py`` and ``word2vec.py`` (``load_old_doc2vec`` and the
-0.12-era attribute names), 0.12-era ``word2vec.py`` forks (``Vocab``, ``Word2Vec.__init__``).
+0.12-era attribute names), 0.12-era ``word2vec.py``/``doc2vec.py`` forks (``Vocab``,
+``Word2Vec.__init__``, ``DocvecsArray``), and numpy's own Python 2 pickles
+(``numpy/lib/tests/data/py2-objarr.npy``) for how an array was written.
 
 Python 2 cannot run here, so ``_Python2Pickler`` writes the bytes Python 2 would: its ``str``
 (given here as ``bytes``) as ``SHORT_BINSTRING``/``BINSTRING``, its ``unicode`` (given as
@@ -219,7 +221,11 @@ def write_fork_pickle(path, obj):
 
 
 def write_jhlau_model_dir(directory, model, python2_words="str", **overrides):
-    """Write `model` as a fork model directory: doc2vec.bin and its two .npy files."""
+    """Write `model` as a fork model directory: doc2vec.bin and its two .npy files.
+
+    The released models' syn0 and syn1neg exceed sep_limit, so they are stored beside the pickle
+    here whatever their size, as in the release.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_fork_pickle(directory / PICKLE_NAME,

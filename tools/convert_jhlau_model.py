@@ -9,8 +9,8 @@ Python 2 (jhlau's fork of gensim), which gensim 4 cannot load:
   ``gensim.models.word2vec.Vocab`` (``count``, ``index``, ``sample_int``) and ``index2word`` lists
   the words in matrix-row order. Hyper-parameters are plain attributes (``sg`` = 1 for DBOW,
   ``vector_size``, ``layer1_size``, ``window``, ``negative``, ``hs``, ``sample``, ``min_count``,
-  ``alpha``, ``min_alpha``, ``iter``, ``seed``, ``dbow_words``, ``dm_concat``, ...). The names of
-  the arrays stored beside it are listed in the attributes ``__numpys``/``__ignoreds``.
+  ``alpha``, ``min_alpha``, ``iter``, ``seed``, ``dbow_words``, ``dm_concat``, ...). Its
+  ``__numpys`` attribute names the arrays stored beside it, ``__ignoreds`` those dropped.
 - ``doc2vec.bin.syn0.npy``: the word vectors, one float32 row per word of ``index2word``.
 - ``doc2vec.bin.syn1neg.npy``: the negative-sampling output weights, same shape.
 
@@ -20,7 +20,9 @@ so nothing in the file can run code. A gensim 4 ``Doc2Vec`` is then built from t
 frequencies in the same word order (``sorted_vocab=0``) and the two arrays are copied in. Only
 DBOW models with negative sampling (``dm=0``, ``hs=0``, ``negative>0``) are supported: that is
 how both released models were trained. The doc-vectors of the training documents are not needed
-for ``infer_vector`` and stay empty.
+for ``infer_vector`` and stay empty. Words pickled as Python 2 ``str`` (UTF-8 bytes) or
+``unicode`` both become ``str``. The converted model infers like the fork up to gensim 4's own
+random draws: its vectors will not bit-match the Python 2 fork's.
 
 Usage::
 
@@ -233,23 +235,27 @@ def _required(attributes, name, path):
     return attributes[name]
 
 
+def _number(attributes, name, kind, path):
+    value = _required(attributes, name, path)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConversionError(
+            f"{path}: the pickled Doc2Vec's '{name}' is {value!r}, not a number; "
+            "the file is not a usable fork model."
+        ) from None
+
+
 def _carried_parameters(attributes, path):
-    params = {}
-    for fork_name, (gensim_name, kind) in _CARRIED_PARAMETERS.items():
-        value = _required(attributes, fork_name, path)
-        try:
-            params[gensim_name] = kind(value)
-        except (TypeError, ValueError):
-            raise ConversionError(
-                f"{path}: the pickled Doc2Vec's '{fork_name}' is {value!r}, not a number; "
-                "the file is not a usable fork model."
-            ) from None
-    return params
+    return {
+        gensim_name: _number(attributes, fork_name, kind, path)
+        for fork_name, (gensim_name, kind) in _CARRIED_PARAMETERS.items()
+    }
 
 
 def _check_supported(attributes, params, path):
-    dm = 1 - int(_required(attributes, "sg", path))
-    layer1_size = int(_required(attributes, "layer1_size", path))
+    dm = 1 - _number(attributes, "sg", int, path)
+    layer1_size = _number(attributes, "layer1_size", int, path)
     if dm != 0 or params["hs"] != 0 or params["negative"] <= 0:
         raise ConversionError(
             f"{path}: a model with dm={dm}, hs={params['hs']}, negative={params['negative']}. "

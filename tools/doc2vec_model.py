@@ -5,12 +5,15 @@ is described by a `ModelInfo` for the sidecar's provenance. Trained and converte
 saved beside the output and reused by a later run (a resumed one) when the same inputs made them.
 """
 
+import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 from typing import List, Optional, Sequence
 
+import gensim
 import numpy as np
 from gensim.models.callbacks import CallbackAny2Vec
 from gensim.models.doc2vec import Doc2Vec, TaggedDocument
@@ -18,6 +21,7 @@ from tqdm import tqdm
 
 from coco_unified import DOC2VEC_DIM, CocoError
 from tools import convert_jhlau_model as jhlau
+from tools.text import documents_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +75,16 @@ def file_sha256(path: str) -> str:
 
 
 def weights_sha256(model: Doc2Vec) -> str:
-    """A digest of what inference reads: vocabulary, word vectors and output weights.
+    """A digest of what inference reads: vocabulary, word statistics and weights.
 
     Unlike the file's sha256 it does not change with the save time recorded in the file, so two
     trainings that produced the same model have the same digest.
     """
     digest = hashlib.sha256()
-    digest.update("\n".join(model.wv.index_to_key).encode("utf-8"))
-    digest.update(np.asarray(model.wv.get_vecattr(model.wv.index_to_key, "count"), dtype=np.int64).tobytes())
-    for array in (model.wv.vectors, getattr(model, "syn1neg", None), getattr(model, "syn1", None)):
+    digest.update(json.dumps([model.dm, model.vector_size, model.ns_exponent, model.wv.index_to_key]).encode("utf-8"))
+    # Negatives are drawn by word count and frequent words skipped by sample_int.
+    arrays = [model.wv.expandos["count"], model.wv.expandos["sample_int"], model.wv.vectors, getattr(model, "syn1neg", None), getattr(model, "syn1", None)]
+    for array in arrays:
         if array is not None:
             digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -171,15 +176,74 @@ def train_model(documents: Sequence[List[str]], settings: TrainingSettings) -> D
     return model
 
 
+@contextlib.contextmanager
+def _conversion_errors_as_coco_errors():
+    try:
+        yield
+    except jhlau.ConversionError as error:
+        raise CocoError(str(error)) from None
+
+
 def jhlau_files_sha256(model_dir: str) -> str:
     """One digest of the three files of a jhlau model directory."""
+    with _conversion_errors_as_coco_errors():
+        jhlau.check_model_files(model_dir)
     return hashlib.sha256("".join(file_sha256(os.path.join(model_dir, name)) for name in jhlau.MODEL_FILES).encode()).hexdigest()
 
 
 def convert_jhlau(model_dir: str) -> Doc2Vec:
-    try:
+    with _conversion_errors_as_coco_errors():
         model = jhlau.convert_jhlau_model(model_dir)
-    except jhlau.ConversionError as error:
-        raise CocoError(str(error)) from None
     check_model(model, model_dir)
     return model
+
+
+# ----------------------------------------------------------------------------- the three origins
+
+
+def model_path_beside(output: str) -> str:
+    """Where a trained or converted model is saved: next to the sidecar, named after it."""
+    stem = output[: -len(".parquet")] if output.endswith(".parquet") else output
+    return stem + ".model"
+
+
+def use_model_file(path: str) -> ModelInfo:
+    model = load_model(path, mmap="r")
+    source = {"source": "gensim4 file", "path": os.path.abspath(path), "sha256": file_sha256(path)}
+    return ModelInfo(path, describe_model(model, source))
+
+
+def use_jhlau_model(model_dir: str, converted_path: str) -> ModelInfo:
+    """jhlau's model converted once into a gensim 4 file that inference processes can load."""
+    source_sha256 = jhlau_files_sha256(model_dir)
+    model = existing_model(converted_path, source_sha256)
+    if model is None:
+        model = convert_jhlau(model_dir)
+        save_model(model, converted_path, source_sha256)
+    else:
+        logger.info("%s: reusing the model converted from %s by an earlier run", converted_path, model_dir)
+    source = {
+        "source": "jhlau pretrained (converted by tools/convert_jhlau_model.py)",
+        "path": os.path.abspath(model_dir),
+        "sha256": source_sha256,  # of the sha256 digests of doc2vec.bin and its two .npy files
+        "converted_path": os.path.abspath(converted_path),
+    }
+    return ModelInfo(converted_path, describe_model(model, source))
+
+
+def use_trained_model(documents: Sequence[List[str]], settings: TrainingSettings, train_ids: Optional[str], saved_path: str) -> ModelInfo:
+    """A model trained on `documents`, or the one an earlier run trained on the same inputs."""
+    made_from = hashlib.sha256(json.dumps([documents_sha256(documents), dataclasses.asdict(settings), RECIPE, gensim.__version__]).encode()).hexdigest()
+    model = existing_model(saved_path, made_from)
+    if model is None:
+        model = train_model(documents, settings)
+        save_model(model, saved_path, made_from)
+    else:
+        logger.info("%s: reusing the model an earlier run trained on the same documents and settings", saved_path)
+    source = {
+        "source": "trained on this pool",
+        "path": os.path.abspath(saved_path),
+        "sha256": file_sha256(saved_path),
+        "training": settings.describe(len(documents), train_ids),
+    }
+    return ModelInfo(saved_path, describe_model(model, source))

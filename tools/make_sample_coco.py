@@ -78,7 +78,7 @@ DEFLATED_SHARE = 0.1
 ZIP64_SHARE = 0.01
 CROWD_SHARE = 0.01
 KEYPOINT_SHARE = 0.1  # of person annotations; the real file lists them all, tests need only some
-PERSON_WEIGHT = 10.0  # people are in about half of COCO's images, far more than any other class
+PERSON_WEIGHT = 25.0  # puts a person in about half of the images, as in COCO
 
 MIN_SIDE, MAX_SIDE = 16, 40
 # Polygon vertices per instance, log-normal; the median is tuned so that instances_train2017.json
@@ -103,24 +103,21 @@ INFO = {
     "contributor": "COCO Consortium",
     "date_created": "2017/09/01",
 }
-LICENSES = [
-    {"url": url, "id": license_id, "name": name}
-    for license_id, (url, name) in enumerate(
-        [
-            ("http://creativecommons.org/licenses/by-nc-sa/2.0/",
-             "Attribution-NonCommercial-ShareAlike License"),
-            ("http://creativecommons.org/licenses/by-nc/2.0/", "Attribution-NonCommercial License"),
-            ("http://creativecommons.org/licenses/by-nc-nd/2.0/",
-             "Attribution-NonCommercial-NoDerivs License"),
-            ("http://creativecommons.org/licenses/by/2.0/", "Attribution License"),
-            ("http://creativecommons.org/licenses/by-sa/2.0/", "Attribution-ShareAlike License"),
-            ("http://creativecommons.org/licenses/by-nd/2.0/", "Attribution-NoDerivs License"),
-            ("http://flickr.com/commons/usage/", "No known copyright restrictions"),
-            ("http://www.usa.gov/copyright.shtml", "United States Government Work"),
-        ],
-        start=1,
-    )
-]
+# COCO's eight licences, ids 1..8 in this order.
+LICENSE_URLS_AND_NAMES = (
+    ("http://creativecommons.org/licenses/by-nc-sa/2.0/",
+     "Attribution-NonCommercial-ShareAlike License"),
+    ("http://creativecommons.org/licenses/by-nc/2.0/", "Attribution-NonCommercial License"),
+    ("http://creativecommons.org/licenses/by-nc-nd/2.0/",
+     "Attribution-NonCommercial-NoDerivs License"),
+    ("http://creativecommons.org/licenses/by/2.0/", "Attribution License"),
+    ("http://creativecommons.org/licenses/by-sa/2.0/", "Attribution-ShareAlike License"),
+    ("http://creativecommons.org/licenses/by-nd/2.0/", "Attribution-NoDerivs License"),
+    ("http://flickr.com/commons/usage/", "No known copyright restrictions"),
+    ("http://www.usa.gov/copyright.shtml", "United States Government Work"),
+)
+LICENSES = [{"url": url, "id": license_id, "name": name}
+            for license_id, (url, name) in enumerate(LICENSE_URLS_AND_NAMES, start=1)]
 PERSON_KEYPOINTS_CATEGORY = {
     "supercategory": "person",
     "id": PERSON_ID,
@@ -192,7 +189,8 @@ class SplitCounts:
 
 @dataclasses.dataclass
 class Split:
-    """Everything random about one split, drawn before any file is written."""
+    """Which images, labels, annotations and zip entries one split has, drawn before any file is
+    written; pixels, geometry and caption text are drawn while writing."""
 
     name: str
     # One row per image file; the last row is the file in the zip that no JSON lists.
@@ -252,7 +250,7 @@ def plan_counts(scale: float) -> dict[str, SplitCounts]:
 def label_ones_per_split(pool_ones: int, labeled: dict[str, int],
                          instances: dict[str, int]) -> dict[str, int]:
     """Shares the pool's ones in proportion to labeled images, within what each split allows:
-    at least one category per labeled image, at most one instance per pair."""
+    at least one category per labeled image, and each pair needs an instance of its own."""
     train_ones = round(pool_ones * labeled["train2017"] / sum(labeled.values()))
     shares = {"train2017": train_ones, "val2017": pool_ones - train_ones}
     return {
@@ -309,6 +307,7 @@ def plan_split(name: str, counts: SplitCounts, file_ids: np.ndarray, caption_ids
     pair_image, pair_category = draw_label_pairs(rng, labeled_rows, counts.label_ones)
     instance_image, instance_category, instance_crowd = draw_instances(
         rng, pair_image, pair_category, counts.instances)
+    # train2017.zip is the archive that needs Zip64 in reality.
     zip64_entries = max(MIN_ZIP64_ENTRIES, round(ZIP64_SHARE * files)) if name == "train2017" else 0
     return Split(
         name=name,
@@ -350,7 +349,7 @@ def archive_order(rng: np.random.Generator, files: int) -> np.ndarray:
 def draw_captions_per_image(rng: np.random.Generator, images: int, captions: int) -> np.ndarray:
     """Five captions per image, the extra ones as images with 6 or 7 captions."""
     extra = captions - BASE_CAPTIONS * images
-    # val2017 has 12 images with 6 captions per image with 7 (14 extra captions per seven).
+    # val2017 has 12 images with 6 captions for its one with 7: 14 extra captions per seven.
     sevens = max(1, round(extra / 14))
     sixes = extra - 2 * sevens
     per_image = np.full(images, BASE_CAPTIONS)
@@ -496,6 +495,7 @@ def write_coco_json(archive: zipfile.ZipFile, name: str, images: list[dict],
     annotations chunk by chunk: the instances file is ~450 MB at full scale."""
     head = dump_json({"info": INFO, "licenses": LICENSES, "images": images})
     with archive.open(name, "w") as entry:  # deflated at the archive's level, dated 1980-01-01
+        # The annotations go in before the head's closing brace.
         entry.write(f'{head[:-1]},"annotations": ['.encode())
         separator = b""
         for chunk in annotation_chunks:
@@ -720,7 +720,7 @@ def write_annotation_archive(path: Path, splits: list[Split], seed: int) -> None
     # Level 1: the ~450 MB of random digits deflate 9x faster than at the default level, and
     # only 20 % larger.
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        # The order of the entries in the real archive.
+        # Instances first: the person annotations that person_keypoints lists are picked from them.
         keypoint_annotations = {split.name: write_instances(archive, split, images[split.name], rng)
                                 for split in splits}
         for split in splits:

@@ -1,0 +1,87 @@
+"""coco_unified.py as a loading script: `load_dataset("coco_unified.py", trust_remote_code=True)`.
+
+Each load runs in a fresh interpreter with fresh module and dataset caches, since `datasets`
+copies a script into its module cache only the first time it sees it (REFERENCE §4).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import datasets
+import numpy as np
+import pytest
+
+import coco_unified
+
+SCRIPTS_SUPPORTED = int(datasets.__version__.split(".")[0]) < 4
+
+LOAD_AND_SUMMARISE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from datasets import Image, load_dataset
+    script, config, data_dir, streaming = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    dataset = load_dataset(script, config, data_dir=data_dir, split="train", streaming=streaming, trust_remote_code=True)
+    if "image" in dataset.column_names:
+        dataset = dataset.cast_column("image", Image(decode=False))
+    rows = sorted(dataset, key=lambda row: row["index"])
+    print(json.dumps({
+        "columns": sorted(rows[0]),
+        "image_ids": [row["image_id"] for row in rows],
+        "doc2vec_sums": [float(np.sum(row["doc2vec"], dtype=np.float64)) for row in rows] if "doc2vec" in rows[0] else None,
+        "image_sizes": [len(row["image"]["bytes"]) for row in rows] if "image" in rows[0] else None,
+    }))
+    """
+)
+
+
+def load_in_fresh_process(script, config, data_dir, streaming, tmp_path):
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_DATASETS_CACHE=str(tmp_path / "datasets"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_SUMMARISE, str(script), config, str(data_dir), "1" if streaming else "0"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+
+@pytest.fixture
+def script_beside_sidecar(tmp_path, oracle):
+    """The script as a user or a Hub repo holds it: dataset_infos.json and the default sidecar beside it."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    repo = os.path.dirname(coco_unified.__file__)
+    for name in ("coco_unified.py", "dataset_infos.json"):
+        shutil.copy(os.path.join(repo, name), folder / name)
+    image_ids = sorted(oracle)
+    vectors = np.arange(len(image_ids) * 300, dtype=np.float32).reshape(-1, 300)
+    coco_unified.write_doc2vec_sidecar(str(folder / coco_unified.DOC2VEC_SIDECAR), image_ids, vectors, {"model": "test"})
+    return folder / "coco_unified.py", vectors.sum(axis=1, dtype=np.float64)
+
+
+@pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts; test_builder.py covers the class")
+@pytest.mark.parametrize("streaming", [False, True])
+def test_load_dataset_runs_the_script_with_its_default_sidecar(streaming, script_beside_sidecar, sample_dir, oracle, tmp_path):
+    script, doc2vec_sums = script_beside_sidecar
+    summary, _ = load_in_fresh_process(script, "default", sample_dir, streaming, tmp_path)
+    assert summary["image_ids"] == sorted(oracle)
+    assert summary["image_sizes"] == [len(oracle[image_id]["image"]) for image_id in sorted(oracle)]
+    assert np.allclose(summary["doc2vec_sums"], doc2vec_sums)
+
+
+@pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts")
+def test_load_dataset_labeled_no_images(script_beside_sidecar, sample_dir, oracle, tmp_path):
+    script, _ = script_beside_sidecar
+    summary, _ = load_in_fresh_process(script, "labeled_no_images", sample_dir, False, tmp_path)
+    assert summary["image_ids"] == sorted(image_id for image_id, row in oracle.items() if row["labels"])
+    assert "image" not in summary["columns"] and "doc2vec" in summary["columns"]
+
+
+@pytest.mark.skipif(SCRIPTS_SUPPORTED, reason="only datasets >= 4 refuses scripts")
+def test_newest_datasets_refuses_the_script_as_documented(tmp_path, sample_dir):
+    with pytest.raises(RuntimeError, match="Dataset scripts are no longer supported"):
+        datasets.load_dataset(coco_unified.__file__, data_dir=str(sample_dir), cache_dir=str(tmp_path))

@@ -1,0 +1,123 @@
+"""The seeded query / database / training split of the labeled pool, as hashing papers use it.
+
+    python -m tools.protocol --data-dir DIR --output-dir OUT [--seed S]
+
+The sampling, exactly (`sample_protocol`; import it rather than re-implementing it):
+
+    rng = numpy.random.default_rng(seed)
+    shuffled = rng.permutation(labeled)     # labeled: the ascending pool indices of labeled images
+    query = sort(shuffled[:num_query])
+    database = sort(shuffled[num_query:])
+    order = rng.permutation(database)       # the second draw of the same generator
+    train_k = sort(order[:k])               # for each training size k
+
+so every smaller training set lies inside every larger one, and all of them inside the database.
+Files (one 0-based pool index per line, ascending): query.txt, database.txt, train_<k>.txt; and
+database_image_ids.txt (COCO image ids) for `build_doc2vec --train-ids`, which keeps the query
+images out of Doc2Vec training. tools/export_arrays.py writes the same files beside the arrays.
+"""
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from coco_unified import CocoError
+from tools.pool import add_source_arguments, read_pool
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NUM_QUERY = 5_000
+DEFAULT_TRAIN_SIZES = (5_000, 10_000)
+DATABASE_IMAGE_IDS = "database_image_ids.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    seed: int
+    query: np.ndarray  # pool indices, ascending
+    database: np.ndarray
+    train: Dict[int, np.ndarray]  # training size -> pool indices, ascending
+
+    def files(self) -> Dict[str, np.ndarray]:
+        """File name -> the pool indices it lists."""
+        named = {"query.txt": self.query, "database.txt": self.database}
+        named.update({f"train_{size}.txt": indices for size, indices in self.train.items()})
+        return named
+
+
+def sample_protocol(labeled: Sequence[int], seed: int, num_query: int = DEFAULT_NUM_QUERY, train_sizes: Sequence[int] = DEFAULT_TRAIN_SIZES) -> Protocol:
+    """Split the labeled pool indices into query and database and sample training sets (see the module doc)."""
+    labeled = np.asarray(labeled, dtype=np.int64)
+    if len(np.unique(labeled)) != len(labeled) or not np.array_equal(labeled, np.sort(labeled)):
+        raise CocoError("The labeled pool indices must be ascending and distinct; pass the clean_id list.")
+    largest_train = max(train_sizes, default=0)
+    if num_query >= len(labeled) or largest_train > len(labeled) - num_query:
+        raise CocoError(
+            f"{len(labeled)} labeled images cannot hold {num_query} queries and a database of at least "
+            f"{largest_train} training images; lower --num-query or --train-sizes."
+        )
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(labeled)
+    database = np.sort(shuffled[num_query:])
+    order = rng.permutation(database)
+    train = {size: np.sort(order[:size]) for size in train_sizes}
+    return Protocol(seed, np.sort(shuffled[:num_query]), database, train)
+
+
+def write_protocol(directory: str, protocol: Protocol, image_ids: Sequence[int]) -> List[str]:
+    """Write the index files and the database's image ids; returns the paths written."""
+    os.makedirs(directory, exist_ok=True)
+    image_ids = np.asarray(image_ids, dtype=np.int64)
+    contents = dict(protocol.files())
+    contents[DATABASE_IMAGE_IDS] = image_ids[protocol.database]
+    paths = []
+    for name, values in contents.items():
+        path = os.path.join(directory, name)
+        np.savetxt(path, values, fmt="%d")
+        paths.append(path)
+    return paths
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: %(default)s)")
+    parser.add_argument("--num-query", type=int, default=DEFAULT_NUM_QUERY, help="query images (default: %(default)s)")
+    parser.add_argument(
+        "--train-sizes",
+        type=int,
+        nargs="*",
+        default=list(DEFAULT_TRAIN_SIZES),
+        metavar="K",
+        help="training set sizes sampled from the database (default: %(default)s)",
+    )
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tools.protocol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_arguments(parser)
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="where the index files go")
+    add_protocol_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        records = read_pool(args.data_dir, args.base_url)
+        labeled = [record.index for record in records if record.labels]
+        protocol = sample_protocol(labeled, args.seed, args.num_query, args.train_sizes)
+        paths = write_protocol(args.output_dir, protocol, [record.image_id for record in records])
+    except CocoError as error:
+        logger.error("%s", error)
+        return 1
+    logger.info("wrote %s", ", ".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
