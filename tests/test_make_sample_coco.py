@@ -4,17 +4,12 @@ import collections
 import io
 import json
 import struct
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-# pytest puts only tests/ on sys.path when tests/ is not a package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tools.make_sample_coco import main  # noqa: E402
+from tools.make_sample_coco import main  # importable through conftest.py's sys.path entry
 
 SCALE = 0.002
 SEED = 3
@@ -49,16 +44,16 @@ def expected_counts(split):
 
 
 @pytest.fixture(scope="module")
-def sample_dir(tmp_path_factory):
+def generated_dir(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("sample")
     main([str(out_dir), "--scale", str(SCALE), "--seed", str(SEED)])
     return out_dir
 
 
 @pytest.fixture(scope="module")
-def documents(sample_dir):
+def documents(generated_dir):
     """{(kind, split): parsed JSON}, kind in captions / instances / person_keypoints."""
-    with zipfile.ZipFile(sample_dir / ANNOTATIONS) as archive:
+    with zipfile.ZipFile(generated_dir / ANNOTATIONS) as archive:
         return {
             (kind, split): json.loads(archive.read(f"annotations/{kind}_{split}.json"))
             for kind in ("captions", "instances", "person_keypoints") for split in SPLITS
@@ -97,10 +92,10 @@ def extra_field_ids(extra):
     return ids
 
 
-def test_out_dir_holds_the_three_official_files(sample_dir):
-    assert sorted(path.name for path in sample_dir.iterdir()) == [
+def test_out_dir_holds_the_three_official_files(generated_dir):
+    assert sorted(path.name for path in generated_dir.iterdir()) == [
         ANNOTATIONS, "train2017.zip", "val2017.zip"]
-    with zipfile.ZipFile(sample_dir / ANNOTATIONS) as archive:
+    with zipfile.ZipFile(generated_dir / ANNOTATIONS) as archive:
         infos = archive.infolist()
     assert sorted(info.filename for info in infos) == sorted(
         f"annotations/{kind}_{split}.json"
@@ -231,9 +226,9 @@ def test_person_keypoints(documents):
 
 
 @pytest.mark.parametrize("split", SPLITS)
-def test_image_archive_contents(sample_dir, documents, split):
+def test_image_archive_contents(generated_dir, documents, split):
     images = {image["id"]: image for image in documents["captions", split]["images"]}
-    with zipfile.ZipFile(sample_dir / f"{split}.zip") as archive:
+    with zipfile.ZipFile(generated_dir / f"{split}.zip") as archive:
         infos = archive.infolist()
         assert infos[0].filename == f"{split}/" and infos[0].is_dir()
         file_infos = infos[1:]
@@ -260,16 +255,16 @@ def test_image_archive_contents(sample_dir, documents, split):
         assert png >= 1
 
 
-def test_images_are_unique(sample_dir):
+def test_images_are_unique(generated_dir):
     contents = []
     for split in SPLITS:
-        with zipfile.ZipFile(sample_dir / f"{split}.zip") as archive:
+        with zipfile.ZipFile(generated_dir / f"{split}.zip") as archive:
             contents += [archive.read(info) for info in archive.infolist() if not info.is_dir()]
     assert len(set(contents)) == len(contents)
 
 
-def test_train_archive_has_zip64_extras_and_end_records(sample_dir):
-    data = (sample_dir / "train2017.zip").read_bytes()
+def test_train_archive_has_zip64_extras_and_end_records(generated_dir):
+    data = (generated_dir / "train2017.zip").read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         infos = archive.infolist()
     zip64_entries = [info for info in infos
@@ -285,8 +280,8 @@ def test_train_archive_has_zip64_extras_and_end_records(sample_dir):
     assert entries_on_disk == entries_total == len(infos)
 
 
-def test_val_archive_entries_all_have_data_descriptors(sample_dir):
-    data = (sample_dir / "val2017.zip").read_bytes()
+def test_val_archive_entries_all_have_data_descriptors(generated_dir):
+    data = (generated_dir / "val2017.zip").read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         infos = archive.infolist()
     for info in infos:
@@ -298,7 +293,7 @@ def test_val_archive_entries_all_have_data_descriptors(sample_dir):
         assert data[data_end:data_end + 4] == DATA_DESCRIPTOR_SIGNATURE
 
 
-def test_equal_arguments_give_identical_bytes(sample_dir, tmp_path):
+def test_equal_arguments_give_identical_bytes(generated_dir, tmp_path):
     main([str(tmp_path), "--scale", str(SCALE), "--seed", str(SEED)])
     for name in ("train2017.zip", "val2017.zip", ANNOTATIONS):
-        assert (tmp_path / name).read_bytes() == (sample_dir / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (generated_dir / name).read_bytes(), name

@@ -59,6 +59,8 @@ def infer_document(model: Doc2Vec, words: Document, settings: InferenceSettings)
 
 
 def _infer_task(task: Task) -> Tuple[Hashable, np.ndarray]:
+    if os.environ.get("PYTHONHASHSEED") != str(_worker_settings.seed):
+        raise RuntimeError("an inference worker runs without PYTHONHASHSEED set to the seed; its vectors would not be reproducible")
     key, documents = task
     vectors = np.stack([infer_document(_worker_model, words, _worker_settings) for words in documents])
     return key, vectors.astype(np.float32, copy=False)
@@ -89,14 +91,14 @@ def infer_tasks(model_path: str, tasks: Sequence[Task], settings: InferenceSetti
     with tqdm(total=total, initial=done_documents, desc=description, unit="doc", smoothing=0.05) as progress:
         if not tasks:
             return
-        # spawn, not fork: a forked worker would inherit this process's hash salt.
+        # spawn, not fork: a forked worker would inherit this process's hash salt. The variable
+        # stays set while the pool lives, for the workers it starts to replace dead ones.
         context = multiprocessing.get_context("spawn")
         with _environment("PYTHONHASHSEED", str(settings.seed)):
-            pool = context.Pool(min(workers, len(tasks)), initializer=_start_worker, initargs=(model_path, settings))
-        with pool:
-            for key, vectors in pool.imap_unordered(_infer_task, tasks):
-                progress.update(len(vectors))
-                yield key, vectors
+            with context.Pool(min(workers, len(tasks)), initializer=_start_worker, initargs=(model_path, settings)) as pool:
+                for key, vectors in pool.imap_unordered(_infer_task, tasks):
+                    progress.update(len(vectors))
+                    yield key, vectors
 
 
 def infer_all(model_path: str, documents: Sequence[Document], settings: InferenceSettings, workers: int, description: str = "inference", documents_per_task: int = 256) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The Doc2Vec model behind the sidecar: trained on the pool, a gensim 4 file, or jhlau's converted.
 
-Whatever its origin, the model ends up as a gensim 4 file that the inference processes load, and
-is described by a `ModelInfo` for the sidecar's provenance. Trained and converted models are
+Whatever its origin, the model ends up as a gensim 4 file that the inference processes load (the
+provenance's `path`), and is described by a `ModelInfo` for the sidecar's provenance. Trained and converted models are
 saved beside the output and reused by a later run (a resumed one) when the same inputs made them.
 """
 
@@ -20,7 +20,7 @@ from gensim.models.doc2vec import Doc2Vec, TaggedDocument
 from tqdm import tqdm
 
 from coco_unified import DOC2VEC_DIM, CocoError
-from tools import convert_jhlau_model as jhlau
+from tools import convert_jhlau_model as jhlau_converter
 from tools.text import documents_sha256
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class TrainingSettings:
     seed: int
     workers: int
 
-    def describe(self, num_documents: int, train_ids: Optional[str]) -> dict:
+    def describe(self, num_documents: int, train_ids: Optional[dict]) -> dict:
         return {
             **RECIPE,
             "epochs": self.epochs,
@@ -180,20 +180,20 @@ def train_model(documents: Sequence[List[str]], settings: TrainingSettings) -> D
 def _conversion_errors_as_coco_errors():
     try:
         yield
-    except jhlau.ConversionError as error:
+    except jhlau_converter.ConversionError as error:
         raise CocoError(str(error)) from None
 
 
 def jhlau_files_sha256(model_dir: str) -> str:
     """One digest of the three files of a jhlau model directory."""
     with _conversion_errors_as_coco_errors():
-        jhlau.check_model_files(model_dir)
-    return hashlib.sha256("".join(file_sha256(os.path.join(model_dir, name)) for name in jhlau.MODEL_FILES).encode()).hexdigest()
+        jhlau_converter.check_model_files(model_dir)
+    return hashlib.sha256("".join(file_sha256(os.path.join(model_dir, name)) for name in jhlau_converter.MODEL_FILES).encode()).hexdigest()
 
 
 def convert_jhlau(model_dir: str) -> Doc2Vec:
     with _conversion_errors_as_coco_errors():
-        model = jhlau.convert_jhlau_model(model_dir)
+        model = jhlau_converter.convert_jhlau_model(model_dir)
     check_model(model, model_dir)
     return model
 
@@ -224,15 +224,18 @@ def use_jhlau_model(model_dir: str, converted_path: str) -> ModelInfo:
         logger.info("%s: reusing the model converted from %s by an earlier run", converted_path, model_dir)
     source = {
         "source": "jhlau pretrained (converted by tools/convert_jhlau_model.py)",
-        "path": os.path.abspath(model_dir),
+        "jhlau_dir": os.path.abspath(model_dir),
         "sha256": source_sha256,  # of the sha256 digests of doc2vec.bin and its two .npy files
-        "converted_path": os.path.abspath(converted_path),
+        "path": os.path.abspath(converted_path),
     }
     return ModelInfo(converted_path, describe_model(model, source))
 
 
-def use_trained_model(documents: Sequence[List[str]], settings: TrainingSettings, train_ids: Optional[str], saved_path: str) -> ModelInfo:
-    """A model trained on `documents`, or the one an earlier run trained on the same inputs."""
+def use_trained_model(documents: Sequence[List[str]], settings: TrainingSettings, train_ids: Optional[dict], saved_path: str) -> ModelInfo:
+    """A model trained on `documents`, or the one an earlier run trained on the same inputs.
+
+    `train_ids` describes the --train-ids file for the provenance (None: the whole pool).
+    """
     made_from = hashlib.sha256(json.dumps([documents_sha256(documents), dataclasses.asdict(settings), RECIPE, gensim.__version__]).encode()).hexdigest()
     model = existing_model(saved_path, made_from)
     if model is None:

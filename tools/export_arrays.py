@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.io
@@ -50,12 +50,26 @@ class PoolArrays:
         return np.flatnonzero(self.labels.any(axis=1))
 
 
-def build_pool_dataset(args: argparse.Namespace):
+def build_pool_dataset(args: argparse.Namespace, download_mode: Optional[str] = None):
     builder = CocoUnified(
         config_name=args.config, data_dir=args.data_dir, base_url=args.base_url, doc2vec_path=args.doc2vec_path, cache_dir=args.cache_dir
     )
-    builder.download_and_prepare()
+    builder.download_and_prepare(download_mode=download_mode)
     return builder.as_dataset("train")
+
+
+def current_pool_arrays(args: argparse.Namespace) -> Tuple[PoolArrays, dict]:
+    """The pool's arrays with the sidecar's vectors as they are now, and its provenance.
+
+    The datasets cache is keyed by the sidecar's path, not its content: after a rebuilt sidecar
+    the cached dataset would still hold the old vectors, so it is then generated again.
+    """
+    arrays = pool_arrays(build_pool_dataset(args))
+    vectors, provenance = read_doc2vec_sidecar(args.doc2vec_path, arrays.image_ids)
+    if not np.array_equal(arrays.texts, vectors):
+        logger.warning("The cached dataset holds the vectors of an older %s; generating it again", args.doc2vec_path)
+        arrays = pool_arrays(build_pool_dataset(args, download_mode="reuse_cache_if_exists"))
+    return arrays, provenance
 
 
 def pool_arrays(dataset) -> PoolArrays:
@@ -110,7 +124,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def export(args: argparse.Namespace) -> dict:
     args.doc2vec_path = sidecar_location(args.doc2vec_path)
-    arrays = pool_arrays(build_pool_dataset(args))
+    arrays, provenance = current_pool_arrays(args)
     protocol = sample_protocol(arrays.clean_id, args.seed, args.num_query, args.train_sizes)
     os.makedirs(args.output_dir, exist_ok=True)
     write_arrays(args.output_dir, arrays)
@@ -120,7 +134,7 @@ def export(args: argparse.Namespace) -> dict:
         "labeled": len(arrays.clean_id),
         "label_ones": int(arrays.labels.sum()),
         "protocol": {"seed": args.seed, **{name: len(indices) for name, indices in protocol.files().items()}},
-        "doc2vec": read_doc2vec_sidecar(args.doc2vec_path, arrays.image_ids)[1],
+        "doc2vec": provenance,
     }
     with open(os.path.join(args.output_dir, "manifest.json"), "w") as file:
         json.dump(manifest, file, indent=2, sort_keys=True)
