@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import time
 import zipfile
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -149,6 +150,7 @@ DEFAULT_NUM_SHARDS = 16
 # than paid for with a new request.
 MAX_SKIPPED_BYTES = 4 << 20
 READ_CHUNK = 1 << 20
+READ_AHEAD = 256 << 10
 # Retries of a dropped or refused remote read, waiting 1, 2, 4, ... times this many seconds.
 RETRIES = 5
 RETRY_BASE_DELAY = 0.5
@@ -276,8 +278,9 @@ class ByteRangeReader:
     """Reads a local file or a URL sequentially from an offset, one request per contiguous run.
 
     Remote runs are single ranged GETs (fsspec's streaming HTTP file); a dropped connection or a
-    busy server is retried from the byte offset reached. Moving backwards or far ahead starts a
-    new run.
+    busy server is retried from the byte offset reached. Reads are served from a read-ahead
+    buffer, because each call into fsspec's event loop costs more than a small image. Moving
+    backwards or far ahead starts a new run.
     """
 
     def __init__(self, location: str, storage_options: Optional[dict] = None):
@@ -285,66 +288,81 @@ class ByteRangeReader:
         self._fs, self._path = fsspec.core.url_to_fs(location, **_options_for(location, storage_options))
         self._remote = not isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
         self._file = None
+        self._buffer = bytearray()  # bytes [position, position + len(_buffer)), already received
         self.position = 0
         self._end = 0
 
     def close(self) -> None:
-        if self._file is not None:
+        self._buffer.clear()
+        # A generator left unfinished is closed during interpreter exit, when fsspec's event loop
+        # is already gone; the connection dies with the process then.
+        if self._file is not None and not sys.is_finalizing():
             self._file.close()
-            self._file = None
+        self._file = None
 
     def move_to(self, offset: int, end: int) -> None:
-        """Position the reader at `offset`; `end` bounds the bytes a new remote request asks for."""
+        """Position the reader at `offset`; reads will not go past `end`, the end of this run."""
         gap = offset - self.position
-        if self._file is not None:
-            if gap == 0:
-                return
-            if not self._remote:
-                self._file.seek(offset)
-                self.position = offset
-                return
-            if 0 < gap <= MAX_SKIPPED_BYTES and offset < self._end:
-                self.read(gap)
-                return
-        self.close()
-        self.position, self._end = offset, end
-
-    def _open(self):
-        if not self._remote:
-            file = self._fs.open(self._path, "rb")
-            file.seek(self.position)
-            return file
-        return self._fs.open(
-            self._path, "rb", block_size=0, size=self._end - self.position, headers={"Range": f"bytes={self.position}-{self._end - 1}"}
-        )
+        if self._file is not None and 0 <= gap <= len(self._buffer):
+            del self._buffer[:gap]
+            self.position = offset
+        elif self._file is not None and self._remote and 0 < gap <= MAX_SKIPPED_BYTES and offset < self._end:
+            self.read(gap)
+        elif self._file is not None and not self._remote:
+            self._buffer.clear()
+            self._file.seek(offset)
+            self.position, self._end = offset, end
+        else:
+            self.close()
+            self.position, self._end = offset, end
 
     def read(self, num_bytes: int) -> bytes:
-        """Exactly `num_bytes` bytes, retrying transient failures from the offset reached."""
-        parts, missing, failures = [], num_bytes, 0
-        while missing:
+        """Exactly `num_bytes` bytes."""
+        self._fill(num_bytes)
+        data = bytes(self._buffer[:num_bytes])
+        del self._buffer[:num_bytes]
+        self.position += num_bytes
+        return data
+
+    def _fill(self, num_bytes: int) -> None:
+        """Receive until the buffer holds `num_bytes`, retrying transient failures from the offset reached."""
+        failures = 0
+        while len(self._buffer) < num_bytes:
+            reached = self.position + len(self._buffer)
             try:
                 if self._file is None:
-                    self._file = self._open()
-                part = self._file.read(missing)
+                    self._file = self._open(reached)
+                part = self._file.read(max(num_bytes - len(self._buffer), min(READ_AHEAD, self._end - reached)))
                 if not part:
-                    raise EOFError(f"connection closed at byte {self.position}")
+                    raise EOFError(f"connection closed at byte {reached}")
             except Exception as error:  # noqa: BLE001 - classified right below
-                self.close()
+                self._drop_connection()
                 if self._remote and _is_transient(error) and failures < RETRIES:
                     failures += 1
                     delay = RETRY_BASE_DELAY * 2 ** (failures - 1)
-                    logger.warning(f"{self.location}: {error!r} at byte {self.position}; resuming in {delay:.2f}s")
+                    logger.warning(f"{self.location}: {error!r} at byte {reached}; resuming in {delay:.2f}s")
                     time.sleep(delay)
                     continue
                 raise CocoError(
-                    f"{self.location}: reading bytes {self.position}-{self.position + missing} failed ({error!r}); "
+                    f"{self.location}: reading bytes {reached}-{self.position + num_bytes} failed ({error!r}); "
                     "the file is truncated or the server is unreachable - check the URL, or download the "
                     "archive and pass data_dir."
                 ) from error
-            parts.append(part)
-            self.position += len(part)
-            missing -= len(part)
-        return b"".join(parts)
+            self._buffer += part
+
+    def _open(self, offset: int):
+        if not self._remote:
+            file = self._fs.open(self._path, "rb")
+            file.seek(offset)
+            return file
+        return self._fs.open(self._path, "rb", block_size=0, size=self._end - offset, headers={"Range": f"bytes={offset}-{self._end - 1}"})
+
+    def _drop_connection(self) -> None:
+        """Close the connection but keep what it delivered: the next read resumes after it."""
+        buffered = self._buffer
+        self._buffer = bytearray()
+        self.close()
+        self._buffer = buffered
 
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -736,11 +754,17 @@ class Shard:
     records: List[ImageRecord]
     images: Optional[List[ImageEntry]]  # aligned with records; None when there is no image column
     doc2vec: Optional[np.ndarray]  # rows aligned with records; None without the doc2vec column
+    archive_order: bool = False  # images in the order of their archive: one read runs through them
     storage_options: Optional[dict] = None
 
     def run_ends(self) -> Dict[str, int]:
-        """Per archive, the end of the byte range this shard needs: one request reads it all."""
+        """Per archive, where the one request reading this shard's entries may stop.
+
+        Shards in pool order jump around their archive (local files only): each entry is its own run.
+        """
         ends: Dict[str, int] = {}
+        if not self.archive_order:
+            return ends
         for entry in self.images or []:
             if entry.member is not None:
                 ends[entry.part.location] = max(ends.get(entry.part.location, 0), entry.member.end)
@@ -762,7 +786,8 @@ def plan_shards(records: Sequence[ImageRecord], images: Optional[Dict[int, Image
     run of whole entries of one archive in archive order, so it is read by one sequential request;
     the shards of an archive are about equal in bytes and their number follows its share of images.
     """
-    if images is None or not archive_order:
+    archive_order = archive_order and images is not None
+    if not archive_order:
         groups = _split_evenly(range(len(records)), [1] * len(records), num_shards)
     else:
         by_part: Dict[str, List[int]] = {}
@@ -780,20 +805,21 @@ def plan_shards(records: Sequence[ImageRecord], images: Optional[Dict[int, Image
             records=[records[position] for position in group],
             images=None if images is None else [images[records[position].image_id] for position in group],
             doc2vec=None if doc2vec is None else doc2vec[group],
+            archive_order=archive_order,
             storage_options=storage_options,
         )
         for group in groups
     ]
 
 
-def read_image(entry: ImageEntry, readers: Dict[str, ByteRangeReader], run_end: int, storage_options: Optional[dict] = None) -> bytes:
+def read_image(entry: ImageEntry, readers: Dict[str, ByteRangeReader], run_ends: Dict[str, int], storage_options: Optional[dict] = None) -> bytes:
     if entry.member is None:
         with open(entry.path, "rb") as file:
             return file.read()
     reader = readers.get(entry.part.location)
     if reader is None:
         reader = readers[entry.part.location] = ByteRangeReader(entry.part.location, storage_options)
-    return bytes(read_member(reader, entry.member, run_end))
+    return bytes(read_member(reader, entry.member, run_ends.get(entry.part.location, entry.member.end)))
 
 
 # ----------------------------------------------------------------------------- builder
@@ -996,7 +1022,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                     }
                     if shard.images is not None:
                         entry = shard.images[row]
-                        content = read_image(entry, readers, run_ends.get(entry.part.location, 0), shard.storage_options)
+                        content = read_image(entry, readers, run_ends, shard.storage_options)
                         example["image"] = {"path": record.file_name, "bytes": content}
                     if shard.doc2vec is not None:
                         example["doc2vec"] = shard.doc2vec[row]

@@ -30,12 +30,10 @@ from coco_unified import DOC2VEC_DIM, DOC2VEC_SIDECAR, CocoError, ImageRecord, r
 from tools.doc2vec_chunks import ChunkStore
 from tools.doc2vec_inference import MAX_SEED, InferenceSettings, default_workers, infer_tasks
 from tools.doc2vec_model import ModelInfo, TrainingSettings, file_sha256, model_path_beside, use_jhlau_model, use_model_file, use_trained_model
-from tools.pool import add_source_arguments, read_pool
+from tools.pool import DEFAULT_SIDECAR, add_source_arguments, read_pool
 from tools.text import TOKENIZER, documents_sha256, join_captions, tokenize_captions
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(coco_unified.__file__)), DOC2VEC_SIDECAR)
 
 DEFAULT_EPOCHS = 20
 DEFAULT_MIN_COUNT = 5
@@ -51,11 +49,13 @@ TokenizedPool = List[List[List[str]]]  # per image, per caption, its tokens
 _EPILOG = f"""\
 defaults, and why:
   --infer-epochs {DEFAULT_INFER_EPOCHS} --infer-alpha {DEFAULT_INFER_ALPHA}
-      jhlau's recommendation for his DBOW models: with few epochs the vector still depends on
-      its random start, so the same text gets noticeably different vectors. It costs ~13 ms
-      per image on one core (REFERENCE.md section 3; see benchmarks/bench_doc2vec.py).
-      The published features were inferred with the gensim 0.12 fork's defaults instead
-      (alpha 0.1, 5 steps): pass --infer-epochs 5 --infer-alpha 0.1 for that recipe.
+      jhlau's recommendation for his DBOW models. Few epochs leave a vector near its random
+      start: on the 1,233-image sample (model trained 20 epochs), 5 epochs at alpha 0.1 found
+      images by label no better than chance (mAP 0.16), 1000 at 0.01 reached mAP 0.46.
+      Cost: ~15-20 ms per image on one core, about 35 minutes for the pool, divided by
+      --workers (benchmarks/bench_doc2vec.py). The published features were inferred with the
+      gensim 0.12 fork's defaults instead (alpha 0.1, 5 steps): pass --infer-epochs 5
+      --infer-alpha 0.1 for that recipe.
   --min-count {DEFAULT_MIN_COUNT}
       gensim's default and the top of the range jhlau used (1-5): words seen fewer times are
       mostly typos whose vectors would be noise.
@@ -83,7 +83,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_source_arguments(parser)
     parser.add_argument(
         "--output",
-        default=DEFAULT_OUTPUT,
+        default=DEFAULT_SIDECAR,
         metavar="PATH",
         help=f"the sidecar to write (default: {DOC2VEC_SIDECAR} next to coco_unified.py, where the dataset script "
         "looks). A trained or converted model is saved beside it as PATH without .parquet plus .model, and the "

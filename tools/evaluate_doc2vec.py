@@ -16,17 +16,15 @@ TF-IDF: raw counts times smoothed idf over the pool's documents, rows scaled to 
 
 import argparse
 import logging
-import os
 import sys
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
 from coco_unified import CLASS_NAMES, CocoError, read_doc2vec_sidecar
-from tools.build_doc2vec import DEFAULT_OUTPUT
 from tools.doc2vec_inference import InferenceSettings, default_workers, infer_all
 from tools.doc2vec_model import load_model
-from tools.pool import add_source_arguments, read_pool
+from tools.pool import DEFAULT_SIDECAR, add_source_arguments, read_pool
 from tools.retrieval import fit_idf, label_map, recall_at, tfidf_vectors, unit_rows
 from tools.text import join_captions, tokenize_captions
 
@@ -39,7 +37,7 @@ DEFAULT_MAX_QUERIES = 1000
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.evaluate_doc2vec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_source_arguments(parser)
-    parser.add_argument("--sidecar", default=DEFAULT_OUTPUT, metavar="PATH", help="the sidecar to judge (default: the dataset script's)")
+    parser.add_argument("--sidecar", default=DEFAULT_SIDECAR, metavar="PATH", help="the sidecar to judge (default: the dataset script's)")
     parser.add_argument(
         "--model", metavar="PATH", help="the gensim 4 model to infer the caption halves with (default: the one the sidecar's provenance names)"
     )

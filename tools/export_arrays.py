@@ -24,9 +24,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.io
 
-import coco_unified
-from coco_unified import CATEGORIES, CLASS_NAMES, DOC2VEC_DIM, DOC2VEC_SIDECAR, CocoError, CocoUnified, read_doc2vec_sidecar
-from tools.pool import add_source_arguments
+from coco_unified import CATEGORIES, CLASS_NAMES, DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar
+from tools.pool import DEFAULT_SIDECAR, add_source_arguments
 from tools.protocol import add_protocol_arguments, sample_protocol, write_protocol
 
 logger = logging.getLogger(__name__)
@@ -145,7 +144,7 @@ def sidecar_location(doc2vec_path: Optional[str]) -> str:
     """The sidecar the builder reads. A local path is made absolute: the builder would resolve a
     relative one against the script's folder, not the current directory."""
     if doc2vec_path is None:
-        return os.path.join(os.path.dirname(os.path.abspath(coco_unified.__file__)), DOC2VEC_SIDECAR)
+        return DEFAULT_SIDECAR
     return doc2vec_path if "://" in doc2vec_path else os.path.abspath(doc2vec_path)
 
 

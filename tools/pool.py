@@ -1,9 +1,14 @@
-"""The pool's annotations as the Doc2Vec tools need them, read through coco_unified."""
+"""What the Doc2Vec tools share about the pool: reading its annotations, where the sidecar goes."""
 
 import argparse
+import os
 from typing import List, Optional
 
-from coco_unified import ANNOTATIONS, CocoError, ImageRecord, build_annotation_index, locate_parts, require_parts
+import coco_unified
+from coco_unified import ANNOTATIONS, DOC2VEC_SIDECAR, CocoError, ImageRecord, build_annotation_index, locate_parts, require_parts
+
+# Where the dataset script looks for the Doc2Vec sidecar when not told otherwise.
+DEFAULT_SIDECAR = os.path.join(os.path.dirname(os.path.abspath(coco_unified.__file__)), DOC2VEC_SIDECAR)
 
 
 def read_pool(data_dir: Optional[str] = None, base_url: Optional[str] = None) -> List[ImageRecord]:
@@ -29,8 +34,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="a local COCO 2017 copy: annotations_trainval2017.zip, or its extracted annotations/ folder "
-        "(the image zips may sit beside it; they are not read)",
+        help="a local COCO 2017 copy: the official zips, or the folders extracted from them, side by side "
+        "(only the parts this tool needs are read)",
     )
     source.add_argument(
         "--base-url",
