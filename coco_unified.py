@@ -822,6 +822,46 @@ def read_image(entry: ImageEntry, readers: Dict[str, ByteRangeReader], run_ends:
     return bytes(read_member(reader, entry.member, run_ends.get(entry.part.location, entry.member.end)))
 
 
+# ----------------------------------------------------------------------------- research protocol
+
+DEFAULT_NUM_QUERY = 5_000
+DEFAULT_TRAIN_SIZES = (5_000, 10_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """The seeded query / database / training split of the labeled pool used by hashing papers."""
+
+    seed: int
+    query: np.ndarray  # pool indices, ascending
+    database: np.ndarray
+    train: Dict[int, np.ndarray]  # training size -> pool indices, ascending
+
+
+def sample_protocol(labeled: Sequence[int], seed: int, num_query: int = DEFAULT_NUM_QUERY, train_sizes: Sequence[int] = DEFAULT_TRAIN_SIZES) -> Protocol:
+    """Split the ascending pool indices of labeled images into query and database, then draw training sets.
+
+    Exactly: rng = numpy.random.default_rng(seed); shuffled = rng.permutation(labeled);
+    query = sort(shuffled[:num_query]); database = sort(shuffled[num_query:]);
+    order = rng.permutation(database); train_k = sort(order[:k]). So each training set lies in the
+    database and every smaller one inside every larger one, whatever sizes are asked together.
+    """
+    labeled = np.asarray(labeled, dtype=np.int64)
+    if len(np.unique(labeled)) != len(labeled) or not np.array_equal(labeled, np.sort(labeled)):
+        raise CocoError("The labeled pool indices must be ascending and distinct; pass the clean_id list.")
+    largest_train = max(train_sizes, default=0)
+    if num_query >= len(labeled) or largest_train > len(labeled) - num_query:
+        raise CocoError(
+            f"{len(labeled)} labeled images cannot hold {num_query} queries and a database of at least "
+            f"{largest_train} training images; ask for fewer queries or training images."
+        )
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(labeled)
+    database = np.sort(shuffled[num_query:])
+    order = rng.permutation(database)
+    return Protocol(seed, np.sort(shuffled[:num_query]), database, {size: np.sort(order[:size]) for size in train_sizes})
+
+
 # ----------------------------------------------------------------------------- builder
 
 
@@ -837,6 +877,9 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
             `coco_unified_doc2vec.parquet` next to this script (or in its Hub repo).
         base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...).
         num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
+        protocol: instead of one `train` split of the pool, the splits `query`, `database` and
+            `train` of the labeled pool drawn by `sample_protocol` (as tools/export_arrays.py does).
+        protocol_seed, num_query, num_train: the seed and sizes of that draw.
     """
 
     with_images: bool = True
@@ -845,13 +888,28 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
     doc2vec_path: Optional[str] = None
     base_url: Optional[str] = None
     num_shards: int = DEFAULT_NUM_SHARDS
+    protocol: bool = False
+    protocol_seed: int = 0
+    num_query: int = DEFAULT_NUM_QUERY
+    num_train: int = max(DEFAULT_TRAIN_SIZES)
 
     def needed_parts(self) -> List[str]:
         return [ANNOTATIONS] + (list(COCO_SPLITS) if self.with_images else [])
 
-    def real_num_rows(self) -> int:
-        """The rows this config has when built from the real COCO 2017."""
-        return REAL_COUNTS.labeled if self.labeled_only else REAL_COUNTS.images
+    def split_positions(self, records: Sequence[ImageRecord]) -> Dict[str, List[int]]:
+        """Split name -> the positions in `records` (the pool, in index order) that split holds."""
+        if not self.protocol:
+            return {str(datasets.Split.TRAIN): [p for p, r in enumerate(records) if r.labels or not self.labeled_only]}
+        position_of = {record.index: position for position, record in enumerate(records)}
+        drawn = sample_protocol([r.index for r in records if r.labels], self.protocol_seed, self.num_query, [self.num_train])
+        named = {"query": drawn.query, "database": drawn.database, "train": drawn.train[self.num_train]}
+        return {name: [position_of[index] for index in indices.tolist()] for name, indices in named.items()}
+
+    def real_split_sizes(self) -> Dict[str, int]:
+        """The rows of each split when built from the real COCO 2017."""
+        if self.protocol:
+            return {"query": self.num_query, "database": REAL_COUNTS.labeled - self.num_query, "train": self.num_train}
+        return {str(datasets.Split.TRAIN): REAL_COUNTS.labeled if self.labeled_only else REAL_COUNTS.images}
 
 
 def official_checksums(locations: Dict[str, str]) -> Dict[str, dict]:
@@ -874,6 +932,13 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             labeled_only=True,
             with_images=False,
             description="Labeled images' labels and text, no image column.",
+        ),
+        CocoUnifiedConfig(
+            name="protocol",
+            version=VERSION,
+            protocol=True,
+            description="The labeled pool as the seeded splits of the hashing literature: 5,000 query images, "
+            "the rest as database, 10,000 training images drawn from the database.",
         ),
     ]
     DEFAULT_CONFIG_NAME = "default"
@@ -934,18 +999,36 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             if getattr(self, "_check_sha256", False):
                 self._check_checksums(dl_manager, parts)
         logger.info(f"{'The official COCO 2017' if real else 'A COCO copy that is not the full COCO 2017'}: {counts}")
-        if config.labeled_only:
-            records = [record for record in records if record.labels]
-        self._set_expectations(real, parts, len(records))
+        splits = config.split_positions(records)
+        self._set_expectations(real, parts, {name: len(positions) for name, positions in splits.items()})
 
+        used = sorted(set().union(*splits.values()))
         images = None
         if config.with_images:
             images = {}
             for split in COCO_SPLITS:
-                images.update(list_images(parts[split], [r for r in records if r.coco_split == split], storage_options))
-        doc2vec = self._read_doc2vec(dl_manager, records, storage_options) if config.doc2vec else None
-        shards = plan_shards(records, images, doc2vec, config.num_shards, dl_manager.is_streaming, storage_options)
-        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"shards": shards})]
+                images.update(list_images(parts[split], [records[p] for p in used if records[p].coco_split == split], storage_options))
+        doc2vec = None
+        if config.doc2vec:
+            vectors = self._read_doc2vec(dl_manager, [records[p] for p in used], storage_options)
+            doc2vec = np.zeros((len(records), DOC2VEC_DIM), dtype=np.float32)
+            doc2vec[used] = vectors
+        return [
+            datasets.SplitGenerator(
+                name=name,
+                gen_kwargs={
+                    "shards": plan_shards(
+                        [records[p] for p in positions],
+                        images,
+                        None if doc2vec is None else doc2vec[positions],
+                        config.num_shards,
+                        dl_manager.is_streaming,
+                        storage_options,
+                    )
+                },
+            )
+            for name, positions in splits.items()
+        ]
 
     def _fetch(self, dl_manager, parts: Dict[str, Part]) -> Dict[str, Part]:
         """Zips through the download manager: cached downloads, or URLs when streaming."""
@@ -960,7 +1043,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             return counts.images == REAL_COUNTS.images
         return all(location_size(part.location, storage_options) == ARCHIVES[part.name].num_bytes for part in zipped)
 
-    def _set_expectations(self, real: bool, parts: Dict[str, Part], num_rows: int) -> None:
+    def _set_expectations(self, real: bool, parts: Dict[str, Part], split_sizes: Dict[str, int]) -> None:
         """What `datasets` verifies: the split size and checksums apply only to the real COCO.
 
         A subset or a sample is consistent too, so it must not be held to the real numbers.
@@ -970,7 +1053,8 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             self.info.download_checksums = None
             return
         self.info.splits = datasets.SplitDict(dataset_name=self.dataset_name)
-        self.info.splits.add(datasets.SplitInfo(name=str(datasets.Split.TRAIN), num_examples=num_rows))
+        for name, num_rows in split_sizes.items():
+            self.info.splits.add(datasets.SplitInfo(name=name, num_examples=num_rows))
         # Checksums are recorded under the name each zip had before download.
         located = locate_parts(self.config.data_dir, self.config.base_url)
         self.info.download_checksums = official_checksums({name: located[name].location for name, part in parts.items() if part.zipped})

@@ -361,3 +361,36 @@ def coco_unified_dir():
     from pathlib import Path
 
     return Path(coco_unified.__file__).parent
+
+
+# ----------------------------------------------------------------------------- research protocol
+
+
+def protocol_splits(tmp_path, sample_dir, streaming=False, **kwargs):
+    builder = make_builder(tmp_path, "protocol", data_dir=str(sample_dir), with_images=False, num_query=50, num_train=100, **kwargs)
+    if streaming:
+        return {name: [row["index"] for row in builder.as_streaming_dataset(name)] for name in ("query", "database", "train")}
+    builder.download_and_prepare()
+    return {name: builder.as_dataset(name)["index"] for name, _ in builder.info.splits.items()}
+
+
+def test_protocol_splits_the_labeled_pool(sample_dir, oracle, tmp_path):
+    splits = protocol_splits(tmp_path, sample_dir)
+    labeled = sorted(row["index"] for row in oracle.values() if row["labels"])
+    assert sorted(splits) == ["database", "query", "train"]
+    assert (len(splits["query"]), len(splits["train"])) == (50, 100)
+    assert sorted(splits["query"] + splits["database"]) == labeled
+    assert set(splits["train"]) <= set(splits["database"])
+    assert all(split == sorted(split) for split in splits.values())
+    assert splits == protocol_splits(tmp_path / "streamed", sample_dir, streaming=True)
+
+
+def test_protocol_depends_on_its_seed_only(sample_dir, tmp_path):
+    first = protocol_splits(tmp_path / "a", sample_dir, protocol_seed=3)
+    assert first == protocol_splits(tmp_path / "b", sample_dir, protocol_seed=3)
+    assert first["query"] != protocol_splits(tmp_path / "c", sample_dir, protocol_seed=4)["query"]
+
+
+def test_protocol_too_big_for_the_pool(sample_dir, tmp_path):
+    with raises_coco_error(r"243 labeled images cannot hold 5000 queries"):
+        make_builder(tmp_path, "protocol", data_dir=str(sample_dir), with_images=False).download_and_prepare()

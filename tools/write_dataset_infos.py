@@ -29,7 +29,8 @@ def official_infos() -> dict:
         builder = coco_unified.CocoUnified(config_name=config.name)
         info = builder.info
         info.splits = datasets.SplitDict(dataset_name=builder.dataset_name)
-        info.splits.add(datasets.SplitInfo(name="train", num_examples=config.real_num_rows()))
+        for name, num_rows in config.real_split_sizes().items():
+            info.splits.add(datasets.SplitInfo(name=name, num_examples=num_rows))
         info.download_checksums = coco_unified.official_checksums({name: official[name].location for name in config.needed_parts()})
         info.download_size = sum(coco_unified.ARCHIVES[name].num_bytes for name in config.needed_parts())
         infos[config.name] = dataclasses.asdict(info)
