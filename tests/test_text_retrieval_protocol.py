@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from coco_unified import CocoError
-from tools.protocol import sample_protocol
+from coco_unified import CocoError, sample_protocol
+from tools.protocol import protocol_files
 from tools.retrieval import average_precisions, fit_idf, label_map, recall_at, tfidf_vectors
 from tools.text import caption_tokens, documents_sha256, join_captions, tokenize_captions
 
@@ -73,7 +73,7 @@ def test_protocol_splits_the_labeled_pool():
     assert len(protocol.query) == 100 and len(protocol.database) == 900
     assert np.array_equal(np.sort(np.concatenate([protocol.query, protocol.database])), labeled)
     assert set(protocol.train[200]) < set(protocol.train[400]) < set(protocol.database)
-    assert all(np.array_equal(indices, np.sort(indices)) for indices in protocol.files().values())
+    assert all(np.array_equal(indices, np.sort(indices)) for indices in protocol_files(protocol).values())
 
 
 def test_protocol_is_reproducible_by_its_documented_recipe():

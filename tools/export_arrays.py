@@ -24,9 +24,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.io
 
-from coco_unified import CATEGORIES, CLASS_NAMES, DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar
+from coco_unified import CATEGORIES, CLASS_NAMES, DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar, sample_protocol
 from tools.pool import DEFAULT_SIDECAR, add_source_arguments
-from tools.protocol import add_protocol_arguments, sample_protocol, write_protocol
+from tools.protocol import add_protocol_arguments, protocol_files, write_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def export(args: argparse.Namespace) -> dict:
         "images": len(arrays.image_ids),
         "labeled": len(arrays.clean_id),
         "label_ones": int(arrays.labels.sum()),
-        "protocol": {"seed": args.seed, **{name: len(indices) for name, indices in protocol.files().items()}},
+        "protocol": {"seed": args.seed, **{name: len(indices) for name, indices in protocol_files(protocol).items()}},
         "doc2vec": provenance,
     }
     with open(os.path.join(args.output_dir, "manifest.json"), "w") as file:

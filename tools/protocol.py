@@ -2,7 +2,8 @@
 
     python -m tools.protocol --data-dir DIR --output-dir OUT [--seed S]
 
-The sampling, exactly (`sample_protocol`; import it rather than re-implementing it):
+The sampling, exactly (`coco_unified.sample_protocol`, which the dataset script's `protocol`
+configuration uses too; import it rather than re-implementing it):
 
     rng = numpy.random.default_rng(seed)
     shuffled = rng.permutation(labeled)     # labeled: the ascending pool indices of labeled images
@@ -18,7 +19,6 @@ images out of Doc2Vec training. tools/export_arrays.py writes the same files bes
 """
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -26,54 +26,26 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from coco_unified import CocoError
+from coco_unified import DEFAULT_NUM_QUERY, DEFAULT_TRAIN_SIZES, CocoError, Protocol, sample_protocol
 from tools.pool import add_source_arguments, read_pool
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NUM_QUERY = 5_000
-DEFAULT_TRAIN_SIZES = (5_000, 10_000)
 DATABASE_IMAGE_IDS = "database_image_ids.txt"
 
 
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-    seed: int
-    query: np.ndarray  # pool indices, ascending
-    database: np.ndarray
-    train: Dict[int, np.ndarray]  # training size -> pool indices, ascending
-
-    def files(self) -> Dict[str, np.ndarray]:
-        """File name -> the pool indices it lists."""
-        named = {"query.txt": self.query, "database.txt": self.database}
-        named.update({f"train_{size}.txt": indices for size, indices in self.train.items()})
-        return named
-
-
-def sample_protocol(labeled: Sequence[int], seed: int, num_query: int = DEFAULT_NUM_QUERY, train_sizes: Sequence[int] = DEFAULT_TRAIN_SIZES) -> Protocol:
-    """Split the labeled pool indices into query and database and sample training sets (see the module doc)."""
-    labeled = np.asarray(labeled, dtype=np.int64)
-    if len(np.unique(labeled)) != len(labeled) or not np.array_equal(labeled, np.sort(labeled)):
-        raise CocoError("The labeled pool indices must be ascending and distinct; pass the clean_id list.")
-    largest_train = max(train_sizes, default=0)
-    if num_query >= len(labeled) or largest_train > len(labeled) - num_query:
-        raise CocoError(
-            f"{len(labeled)} labeled images cannot hold {num_query} queries and a database of at least "
-            f"{largest_train} training images; lower --num-query or --train-sizes."
-        )
-    rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(labeled)
-    database = np.sort(shuffled[num_query:])
-    order = rng.permutation(database)
-    train = {size: np.sort(order[:size]) for size in train_sizes}
-    return Protocol(seed, np.sort(shuffled[:num_query]), database, train)
+def protocol_files(protocol: Protocol) -> Dict[str, np.ndarray]:
+    """File name -> the pool indices it lists."""
+    named = {"query.txt": protocol.query, "database.txt": protocol.database}
+    named.update({f"train_{size}.txt": indices for size, indices in protocol.train.items()})
+    return named
 
 
 def write_protocol(directory: str, protocol: Protocol, image_ids: Sequence[int]) -> List[str]:
     """Write the index files and the database's image ids; returns the paths written."""
     os.makedirs(directory, exist_ok=True)
     image_ids = np.asarray(image_ids, dtype=np.int64)
-    contents = dict(protocol.files())
+    contents = protocol_files(protocol)
     contents[DATABASE_IMAGE_IDS] = image_ids[protocol.database]
     paths = []
     for name, values in contents.items():
