@@ -1083,7 +1083,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         except FileNotFoundError:
             raise missing_sidecar_error(path) from None
         vectors, provenance = read_doc2vec_sidecar(location, [record.image_id for record in records], storage_options)
-        logger.info(f"Doc2Vec vectors from {location} (model: {provenance.get('model', {}).get('source', 'unknown')})")
+        logger.info(f"Doc2Vec vectors from {location}")
         logger.debug(f"Doc2Vec provenance: {provenance}")
         return vectors
 

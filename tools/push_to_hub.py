@@ -143,7 +143,8 @@ class ExportedConfig:
 
 
 def build_config(args: argparse.Namespace, config: str) -> CocoUnified:
-    kwargs = {"doc2vec": False} if args.no_doc2vec else {"doc2vec_path": args.doc2vec_path}
+    kwargs = dict(args.config_kwargs)
+    kwargs.update({"doc2vec": False} if args.no_doc2vec else {"doc2vec_path": args.doc2vec_path})
     builder = CocoUnified(config_name=config, data_dir=args.data_dir, base_url=args.base_url, cache_dir=args.cache_dir, **kwargs)
     builder.download_and_prepare(num_proc=args.num_proc)
     return builder
@@ -312,6 +313,17 @@ def replaced_remote_files(args: argparse.Namespace) -> List[str]:
     return [f"data/{config}/*" for config in chosen_configs(args.configs)]
 
 
+def parse_config_kwarg(text: str) -> tuple:
+    """KEY=VALUE, the value read as JSON when it is JSON (numbers, booleans) and as a string otherwise."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. num_query=5000")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.push_to_hub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -323,6 +335,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     add_source_arguments(parser)
     parser.add_argument("--configs", nargs="+", metavar="NAME", help=f"configs to export (default: all of {list(CocoUnified.builder_configs)})")
+    parser.add_argument(
+        "--config-kwarg",
+        dest="config_kwargs",
+        type=parse_config_kwarg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a CocoUnifiedConfig field set in every exported config, e.g. num_shards=32 (repeatable)",
+    )
     parser.add_argument("--doc2vec-path", metavar="PATH", help=f"the Doc2Vec sidecar (default: {DEFAULT_SIDECAR})")
     parser.add_argument("--no-doc2vec", action="store_true", help="export without the doc2vec column (script mode: upload no sidecar)")
     parser.add_argument("--cache-dir", metavar="DIR", help="the datasets cache the configs are prepared in (default: datasets' own)")
