@@ -371,7 +371,7 @@ def protocol_splits(tmp_path, sample_dir, streaming=False, **kwargs):
     if streaming:
         return {name: [row["index"] for row in builder.as_streaming_dataset(name)] for name in ("query", "database", "train")}
     builder.download_and_prepare()
-    return {name: builder.as_dataset(name)["index"] for name, _ in builder.info.splits.items()}
+    return {name: list(builder.as_dataset(name)["index"]) for name in builder.info.splits}
 
 
 def test_protocol_splits_the_labeled_pool(sample_dir, oracle, tmp_path):

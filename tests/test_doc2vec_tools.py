@@ -23,7 +23,7 @@ from coco_unified import DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidec
 from tests.jhlau_fixture import write_jhlau_model_dir
 from tools import build_doc2vec, evaluate_doc2vec, export_arrays, protocol
 from tools.doc2vec_inference import InferenceSettings, infer_all
-from tools.doc2vec_model import file_sha256, weights_sha256
+from tools.doc2vec_model import file_sha256, model_path_beside, weights_sha256
 from tools.pool import read_pool
 from tools.text import TOKENIZER, caption_tokens, join_captions
 
@@ -32,7 +32,7 @@ TRAINING = ["--epochs", "50"]
 # 100 epochs at alpha 0.1 already separate the sample's images well (measured: label mAP 0.57
 # against 0.33 by chance); the chunks are small so that the sample spans several.
 INFERENCE = ["--infer-epochs", "100", "--infer-alpha", "0.1", "--chunk-images", "60"]
-SETTINGS = InferenceSettings(epochs=100, alpha=0.1, min_alpha=build_doc2vec.INFER_MIN_ALPHA, seed=7)
+INFERENCE_SETTINGS = InferenceSettings(epochs=100, alpha=0.1, min_alpha=build_doc2vec.INFER_MIN_ALPHA, seed=7)
 
 
 def build(sample_dir, output, *options):
@@ -58,7 +58,7 @@ def trained(sample_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_model(trained):
-    return trained.with_suffix(".model")
+    return Path(model_path_beside(str(trained)))
 
 
 def vectors_of(path, image_ids):
@@ -122,7 +122,7 @@ def test_per_caption_vectors(sample_dir, trained, trained_model, records, image_
     assert [len(rows) for rows in per_caption] == [len(record.captions) for record in records]
     # Any caption, inferred alone in a fresh process, gets the bits the sidecar holds.
     record = records[-1]
-    alone = infer_all(str(trained_model), [caption_tokens(record.captions[-1])], SETTINGS, workers=1)
+    alone = infer_all(str(trained_model), [caption_tokens(record.captions[-1])], INFERENCE_SETTINGS, workers=1)
     assert np.array_equal(np.asarray(per_caption[-1][-1], dtype=np.float32), alone[0])
     assert provenance_of(output)["inference"]["per_caption"] is True
 
