@@ -27,12 +27,12 @@ logger = logging.getLogger(__name__)
 COLUMNS = ["index", "image", "doc2vec", "multi_hot"]
 
 
-def open_pool(parquet: Optional[str] = None, data_dir: Optional[str] = None, doc2vec_path: Optional[str] = None, config: str = "default") -> datasets.IterableDataset:
+def open_pool(parquet: Optional[str] = None, data_dir: Optional[str] = None, doc2vec_path: Optional[str] = None, config: str = "default", cache_dir: Optional[str] = None) -> datasets.IterableDataset:
     """The pool's `train` split streamed from an exported folder or Hub repo, or by the script builder."""
     if parquet:
-        pool = datasets.load_dataset(parquet, config, split="train", streaming=True)
+        pool = datasets.load_dataset(parquet, config, split="train", streaming=True, cache_dir=cache_dir)
     else:
-        pool = CocoUnified(config_name=config, data_dir=data_dir, doc2vec_path=doc2vec_path).as_streaming_dataset("train")
+        pool = CocoUnified(config_name=config, data_dir=data_dir, doc2vec_path=doc2vec_path, cache_dir=cache_dir).as_streaming_dataset("train")
     missing = [column for column in COLUMNS if column not in pool.column_names]
     if missing:
         raise CocoError(f"config {config!r} has no column(s) {missing}; use a config with images and build or export it with its Doc2Vec sidecar.")

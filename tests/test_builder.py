@@ -114,10 +114,11 @@ def test_num_proc_gives_the_same_dataset(sample_dir, tmp_path):
     assert single == double
 
 
-@pytest.mark.parametrize("config", ["default", "labeled_no_images"])
-def test_streaming_equals_prepared_row_for_row(config, sample_dir, tmp_path):
-    prepared = raw_rows(prepare(tmp_path, config, data_dir=str(sample_dir)))
-    streamed = raw_rows(stream(tmp_path, config, data_dir=str(sample_dir)))
+@pytest.mark.parametrize("config, source", [("default", "zips"), ("default", "folders"), ("labeled_no_images", "zips")])
+def test_streaming_equals_prepared_row_for_row(config, source, sample_dir, extracted_dir, tmp_path):
+    data_dir = str(sample_dir if source == "zips" else extracted_dir)
+    prepared = raw_rows(prepare(tmp_path, config, data_dir=data_dir))
+    streamed = raw_rows(stream(tmp_path, config, data_dir=data_dir))
     assert sorted(streamed, key=lambda row: row["index"]) == prepared
 
 
