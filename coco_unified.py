@@ -22,6 +22,7 @@ category mapping, the Doc2Vec sidecar format - and the helpers in `tools/` impor
 loading script only carries single-file modules with it.
 """
 
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -170,9 +171,6 @@ class CategoryMap:
         self.names = [name for _, name, _ in categories]
         self._index_of_id = {category_id: index for index, (category_id, _, _) in enumerate(categories)}
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def index(self, category_id: int, where: str) -> int:
         try:
             return self._index_of_id[category_id]
@@ -239,10 +237,9 @@ def read_zip_directory(archive, archive_name: str) -> List[ZipMember]:
         for info, end in zip(infos, ends)
         if not info.is_dir()
     ]
-    names = [member.name for member in members]
-    if len(set(names)) != len(names):
-        duplicate = next(name for name in names if names.count(name) > 1)
-        raise CocoError(f"{archive_name}: entry {duplicate} appears twice; the archive is corrupt, download it again.")
+    duplicates = [name for name, count in collections.Counter(member.name for member in members).items() if count > 1]
+    if duplicates:
+        raise CocoError(f"{archive_name}: entry {duplicates[0]} appears twice; the archive is corrupt, download it again.")
     return members
 
 
@@ -444,13 +441,9 @@ def locate_parts(data_dir: Optional[str] = None, base_url: Optional[str] = None)
         return {name: Part(name, f"{base}/{archive.url_path}", True) for name, archive in ARCHIVES.items()}
     parts = {}
     for name, archive in ARCHIVES.items():
-        folder, zip_path = os.path.join(data_dir, name), os.path.join(data_dir, archive.file_name)
-        if os.path.isdir(folder):
-            parts[name] = Part(name, folder, False)
-        elif os.path.isfile(zip_path):
-            parts[name] = Part(name, zip_path, True)
-        else:
-            parts[name] = Part(name, zip_path, True)  # reported as missing by `require_parts`
+        folder = os.path.join(data_dir, name)
+        zipped = not os.path.isdir(folder)  # a zip that is missing too is reported by `require_parts`
+        parts[name] = Part(name, os.path.join(data_dir, archive.file_name) if zipped else folder, zipped)
     return parts
 
 
@@ -466,10 +459,31 @@ def require_parts(parts: Dict[str, Part], names: Sequence[str]) -> None:
         raise CocoError(f"Missing from data_dir: {wanted}. Download them from {OFFICIAL_BASE_URL} or fix data_dir.")
 
 
-def read_annotation_file(part: Part, file_name: str, storage_options: Optional[dict] = None) -> bytearray:
-    """The bytes of `annotations/<file_name>` from the annotations zip or folder."""
-    if not part.zipped:
-        path = os.path.join(part.location, file_name)
+class AnnotationFiles:
+    """The JSON files of `annotations/`, read from the annotations zip (its directory read once) or folder."""
+
+    def __init__(self, part: Part, storage_options: Optional[dict] = None):
+        self.part = part
+        self._storage_options = storage_options
+        self._members: Dict[str, ZipMember] = {}
+        if part.zipped:
+            with open_location(part.location, storage_options) as archive:
+                self._members = {member.name: member for member in read_zip_directory(archive, part.location)}
+
+    def read(self, file_name: str) -> bytearray:
+        if not self.part.zipped:
+            return self._read_file(os.path.join(self.part.location, file_name))
+        member = self._members.get(f"{ANNOTATIONS}/{file_name}")
+        if member is None:
+            raise CocoError(f"{self.part.location}: entry {ANNOTATIONS}/{file_name} is missing; use the official annotations zip.")
+        reader = ByteRangeReader(self.part.location, self._storage_options)
+        try:
+            return read_member(reader, member, member.end)
+        finally:
+            reader.close()
+
+    @staticmethod
+    def _read_file(path: str) -> bytearray:
         try:
             with open(path, "rb") as file:
                 content = bytearray(os.fstat(file.fileno()).st_size)
@@ -477,16 +491,6 @@ def read_annotation_file(part: Part, file_name: str, storage_options: Optional[d
             return content
         except FileNotFoundError:
             raise CocoError(f"{path} is missing; the annotations folder of COCO 2017 holds it.") from None
-    with open_location(part.location, storage_options) as archive:
-        members = {member.name: member for member in read_zip_directory(archive, part.location)}
-    member = members.get(f"{ANNOTATIONS}/{file_name}")
-    if member is None:
-        raise CocoError(f"{part.location}: entry {ANNOTATIONS}/{file_name} is missing; use the official annotations zip.")
-    reader = ByteRangeReader(part.location, storage_options)
-    try:
-        return read_member(reader, member, member.end)
-    finally:
-        reader.close()
 
 
 # ----------------------------------------------------------------------------- annotation index
@@ -605,11 +609,12 @@ def _garbage_collection_paused():
 
 def _build_annotation_index(annotations: Part, storage_options: Optional[dict]) -> List[ImageRecord]:
     categories = CategoryMap()
+    files = AnnotationFiles(annotations, storage_options)
     pool: Dict[int, ImageRecord] = {}
     for split in COCO_SPLITS:
         # One big file at a time: the instances JSON is decoded and dropped before the next read.
-        captions_file = _decode(read_annotation_file(annotations, f"captions_{split}.json", storage_options), _CaptionsFile, f"captions_{split}.json")
-        instances_file = _decode(read_annotation_file(annotations, f"instances_{split}.json", storage_options), _InstancesFile, f"instances_{split}.json")
+        captions_file = _decode(files.read(f"captions_{split}.json"), _CaptionsFile, f"captions_{split}.json")
+        instances_file = _decode(files.read(f"instances_{split}.json"), _InstancesFile, f"instances_{split}.json")
         records = _index_split(captions_file, instances_file, split, categories)
         clash = next((image_id for image_id in records if image_id in pool), None)
         if clash is not None:
