@@ -954,6 +954,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         kwargs.setdefault("base_path", os.path.dirname(os.path.abspath(__file__)))
         super().__init__(*args, **kwargs)
         self.categories = CategoryMap()
+        self._check_sha256 = False  # set by download_and_prepare(verification_mode="all_checks")
 
     def download_and_prepare(self, *args, verification_mode=None, **kwargs):
         # datasets >= 4 no longer hashes downloads itself: remember whether the user asked to.
@@ -1001,7 +1002,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         real = self._is_real_coco(parts, counts, storage_options)
         if real:
             check_real_counts(counts)
-            if getattr(self, "_check_sha256", False):
+            if self._check_sha256:
                 self._check_checksums(dl_manager, parts)
         logger.info(f"{'The official COCO 2017' if real else 'A COCO copy that is not the full COCO 2017'}: {counts}")
         splits = config.split_positions(records)
