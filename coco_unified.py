@@ -248,12 +248,12 @@ def _options_for(location: str, storage_options: Optional[dict]) -> dict:
     return (storage_options or {}).get(fsspec.utils.get_protocol(location), {})
 
 
-def open_location(location: str, storage_options: Optional[dict] = None):
-    """A seekable binary file for a local path or a URL (fsspec)."""
+def open_location(location: str, storage_options: Optional[dict] = None, missing: Optional[CocoError] = None):
+    """A seekable binary file for a local path or a URL (fsspec); `missing` is raised if there is none."""
     try:
         return fsspec.open(location, "rb", **_options_for(location, storage_options)).open()
     except FileNotFoundError:
-        raise CocoError(f"{location} not found; check data_dir or base_url.") from None
+        raise missing or CocoError(f"{location} not found; check data_dir or base_url.") from None
     except Exception as error:  # noqa: BLE001 - any transport error, reported with its location
         raise CocoError(f"{location}: cannot be opened ({error!r}); check the URL and the network.") from error
 
@@ -693,14 +693,31 @@ def doc2vec_schema(with_caption_vectors: bool = False) -> pa.Schema:
 def write_doc2vec_sidecar(path: str, image_ids: Sequence[int], vectors: np.ndarray, provenance: dict, caption_vectors: Optional[Sequence[np.ndarray]] = None) -> None:
     """Write the Parquet file the builder reads: one row per image, provenance in the metadata."""
     vectors = np.asarray(vectors, dtype=np.float32)
+    image_ids = np.asarray(image_ids, dtype=np.int64)
     _check_vectors(vectors, len(image_ids), path)
-    columns = [pa.array(np.asarray(image_ids, dtype=np.int64)), pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), DOC2VEC_DIM)]
+    _check_unique(image_ids, path)
+    columns = [pa.array(image_ids), pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), DOC2VEC_DIM)]
     if caption_vectors is not None:
-        for rows in caption_vectors:
-            _check_vectors(np.asarray(rows, dtype=np.float32), len(rows), path)
-        columns.append(pa.array([np.asarray(rows, dtype=np.float32).tolist() for rows in caption_vectors], type=pa.list_(pa.list_(pa.float32(), DOC2VEC_DIM))))
+        columns.append(_caption_vector_column([np.asarray(rows, dtype=np.float32) for rows in caption_vectors], path))
     schema = doc2vec_schema(caption_vectors is not None).with_metadata({DOC2VEC_METADATA_KEY: json.dumps(provenance, sort_keys=True)})
     pq.write_table(pa.Table.from_arrays(columns, schema=schema), path)
+
+
+def _caption_vector_column(per_image: List[np.ndarray], file_name: str) -> pa.Array:
+    """list<float32[300]> per image, built from one flat buffer (no Python float per value)."""
+    if len(per_image) == 0:
+        return pa.array([], type=pa.list_(pa.list_(pa.float32(), DOC2VEC_DIM)))
+    for rows in per_image:
+        _check_vectors(rows.reshape(-1, DOC2VEC_DIM) if rows.size else rows.reshape(0, DOC2VEC_DIM), len(rows), file_name)
+    offsets = np.concatenate([[0], np.cumsum([len(rows) for rows in per_image])]).astype(np.int32)
+    flat = np.concatenate([rows.reshape(-1) for rows in per_image])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(flat, DOC2VEC_DIM))
+
+
+def _check_unique(image_ids: np.ndarray, file_name: str) -> None:
+    unique_ids, counts = np.unique(image_ids, return_counts=True)
+    if (counts > 1).any():
+        raise CocoError(f"{file_name}: image ids {unique_ids[counts > 1][:5].tolist()} appear more than once; rebuild it.")
 
 
 def _check_vectors(vectors: np.ndarray, rows: int, file_name: str) -> None:
@@ -720,10 +737,8 @@ def missing_sidecar_error(path: str) -> CocoError:
 def read_doc2vec_sidecar(path: str, image_ids: Sequence[int], storage_options: Optional[dict] = None) -> Tuple[np.ndarray, dict]:
     """The vectors of `image_ids` (float32, in that order) and the sidecar's provenance."""
     try:
-        with open_location(path, storage_options) as file:
+        with open_location(path, storage_options, missing=missing_sidecar_error(path)) as file:
             table = pq.read_table(file)
-    except FileNotFoundError:
-        raise missing_sidecar_error(path) from None
     except (pa.ArrowInvalid, OSError) as error:
         raise CocoError(f"{path}: not a readable Parquet file ({error}); rebuild it with tools/build_doc2vec.py.") from None
     expected_types = {"image_id": pa.int64(), "doc2vec": pa.list_(pa.float32(), DOC2VEC_DIM)}
@@ -732,9 +747,7 @@ def read_doc2vec_sidecar(path: str, image_ids: Sequence[int], storage_options: O
     sidecar_ids = table.column("image_id").to_numpy()
     vectors = table.column("doc2vec").combine_chunks().flatten().to_numpy().reshape(-1, DOC2VEC_DIM)
     _check_vectors(vectors, len(sidecar_ids), path)
-    unique_ids, counts = np.unique(sidecar_ids, return_counts=True)
-    if (counts > 1).any():
-        raise CocoError(f"{path}: image ids {unique_ids[counts > 1][:5].tolist()} appear more than once; rebuild it.")
+    _check_unique(sidecar_ids, path)
     row_of = {image_id: row for row, image_id in enumerate(sidecar_ids.tolist())}
     missing = [image_id for image_id in image_ids if image_id not in row_of]
     if missing:
@@ -744,9 +757,18 @@ def read_doc2vec_sidecar(path: str, image_ids: Sequence[int], storage_options: O
         )
     if len(row_of) > len(image_ids):
         logger.info(f"{path}: {len(row_of) - len(image_ids)} vectors belong to images outside this pool and are not used")
-    metadata = table.schema.metadata or {}
-    provenance = json.loads(metadata[DOC2VEC_METADATA_KEY]) if DOC2VEC_METADATA_KEY in metadata else {}
-    return vectors[[row_of[image_id] for image_id in image_ids]], provenance
+    return vectors[[row_of[image_id] for image_id in image_ids]], _provenance(table.schema)
+
+
+def read_doc2vec_provenance(path: str, storage_options: Optional[dict] = None) -> dict:
+    """How the sidecar's vectors were made (model, tokenizer, parameters, versions), from its metadata only."""
+    with open_location(path, storage_options, missing=missing_sidecar_error(path)) as file:
+        return _provenance(pq.read_schema(file))
+
+
+def _provenance(schema: pa.Schema) -> dict:
+    metadata = schema.metadata or {}
+    return json.loads(metadata[DOC2VEC_METADATA_KEY]) if DOC2VEC_METADATA_KEY in metadata else {}
 
 
 # ----------------------------------------------------------------------------- shards

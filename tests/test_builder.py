@@ -300,9 +300,10 @@ def test_missing_archive_is_named(sample_copy, tmp_path):
     assert len(prepare(tmp_path, "no_images", data_dir=str(sample_copy))) > 0  # not needed without images
 
 
-def test_missing_sidecar_says_how_to_make_it(sample_dir, tmp_path):
-    with raises_coco_error(r"not found.*python -m tools\.build_doc2vec"):
-        prepare(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(tmp_path / "none.parquet"))
+@pytest.mark.parametrize("load", [prepare, stream])
+def test_missing_sidecar_says_how_to_make_it(load, sample_dir, tmp_path):
+    with raises_coco_error(r"sidecar .*none\.parquet not found.*python -m tools\.build_doc2vec"):
+        load(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(tmp_path / "none.parquet"))
 
 
 def test_sidecar_missing_an_image(sample_dir, oracle, tmp_path):

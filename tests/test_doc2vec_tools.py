@@ -127,6 +127,14 @@ def test_per_caption_vectors(sample_dir, trained, trained_model, records, image_
     assert provenance_of(output)["inference"]["per_caption"] is True
 
 
+def test_annotations_from_a_mirror_give_the_same_vectors(mirror, trained, trained_model, image_ids, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # aiohttp would send loopback requests to a proxy
+    output = tmp_path / "from_mirror.parquet"
+    build_doc2vec.build(build_doc2vec.parse_args(["--base-url", mirror.base_url, "--output", str(output), "--seed", "7", *INFERENCE, "--model", str(trained_model)]))
+    assert np.array_equal(vectors_of(output, image_ids), vectors_of(trained, image_ids))
+    assert provenance_of(output)["source"] == mirror.base_url
+
+
 # ----------------------------------------------------------------------------- determinism and resume
 
 

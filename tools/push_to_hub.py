@@ -179,13 +179,6 @@ def chosen_configs(names: Optional[Sequence[str]]) -> List[str]:
 # ----------------------------------------------------------------------------- dataset cards
 
 
-def doc2vec_provenance(path: str) -> dict:
-    """What the sidecar's metadata says about how its vectors were made (model, corpus, seed...)."""
-    with coco_unified.open_location(path) as file:
-        metadata = pq.read_schema(file).metadata or {}
-    return json.loads(metadata.get(coco_unified.DOC2VEC_METADATA_KEY, b"{}"))
-
-
 def card_header(card_data: DatasetCardData) -> str:
     return f"---\n{card_data.to_yaml()}\n---\n"
 
@@ -209,12 +202,12 @@ def provenance_section(provenance: Optional[dict]) -> str:
     )
 
 
-def common_sections(provenance: Optional[dict]) -> str:
+def common_sections(info: datasets.DatasetInfo, provenance: Optional[dict]) -> str:
     return (
-        f"{coco_unified._DESCRIPTION}\nHomepage: {coco_unified._HOMEPAGE}\n\n"
+        f"{info.description}\nHomepage: {info.homepage}\n\n"
         f"{provenance_section(provenance)}\n"
-        f"## License\n\n{coco_unified._LICENSE}\n\n"
-        f"## Citation\n\n```bibtex\n{coco_unified._CITATION}```\n"
+        f"## License\n\n{info.license}\n\n"
+        f"## Citation\n\n```bibtex\n{info.citation}```\n"
     )
 
 
@@ -239,7 +232,7 @@ def parquet_card(repo_id: str, exported: Sequence[ExportedConfig], provenance: O
     )
     return (
         card_header(card_data)
-        + f"\n# COCO 2017 unified pool\n\n{common_sections(provenance)}\n"
+        + f"\n# COCO 2017 unified pool\n\n{common_sections(exported[0].info, provenance)}\n"
         + f"## Configs\n\n| config | rows | contents |\n|---|---|---|\n{rows}\n\n## Usage\n\n{usage}"
     )
 
@@ -251,7 +244,8 @@ def script_card(repo_id: str, provenance: Optional[dict]) -> str:
         f"```python\nfrom datasets import load_dataset\n\n"
         f'pool = load_dataset("{repo_id}", "default", trust_remote_code=True)\n```\n'
     )
-    return card_header(card_data) + f"\n# COCO 2017 unified pool (loading script)\n\n{common_sections(provenance)}\n## Usage\n\n{usage}"
+    info = CocoUnified(config_name=CocoUnified.DEFAULT_CONFIG_NAME, doc2vec=False).info
+    return card_header(card_data) + f"\n# COCO 2017 unified pool (loading script)\n\n{common_sections(info, provenance)}\n## Usage\n\n{usage}"
 
 
 # ----------------------------------------------------------------------------- modes
@@ -264,7 +258,8 @@ def sidecar_path(args: argparse.Namespace) -> Optional[str]:
 def write_parquet_folder(args: argparse.Namespace) -> List[str]:
     """Export every chosen config into args.output; returns the files written."""
     exported = [export_config(args, config) for config in chosen_configs(args.configs)]
-    provenance = doc2vec_provenance(sidecar_path(args)) if sidecar_path(args) else None
+    sidecar = sidecar_path(args)
+    provenance = coco_unified.read_doc2vec_provenance(sidecar) if sidecar else None
     card = os.path.join(args.output, "README.md")
     with open(card, "w", encoding="utf-8") as file:
         file.write(parquet_card(args.repo_id or "USER/REPO", exported, provenance))
@@ -287,7 +282,7 @@ def write_script_folder(args: argparse.Namespace) -> List[str]:
         written.append(target)
     card = os.path.join(args.output, "README.md")
     with open(card, "w", encoding="utf-8") as file:
-        file.write(script_card(args.repo_id or "USER/REPO", doc2vec_provenance(sidecar) if sidecar else None))
+        file.write(script_card(args.repo_id or "USER/REPO", coco_unified.read_doc2vec_provenance(sidecar) if sidecar else None))
     return [card] + written
 
 
