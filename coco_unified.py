@@ -289,11 +289,14 @@ class ByteRangeReader:
         self.position = 0
         self._end = 0
 
+    # Bound to the class: at interpreter exit, when an unfinished generator is closed, the module's
+    # globals (`sys` included) are already cleared.
+    _interpreter_exiting = staticmethod(sys.is_finalizing)
+
     def close(self) -> None:
         self._buffer.clear()
-        # A generator left unfinished is closed during interpreter exit, when fsspec's event loop
-        # is already gone; the connection dies with the process then.
-        if self._file is not None and not sys.is_finalizing():
+        # fsspec's event loop is gone at interpreter exit; the connection dies with the process then.
+        if self._file is not None and not self._interpreter_exiting():
             self._file.close()
         self._file = None
 
