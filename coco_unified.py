@@ -33,7 +33,7 @@ import struct
 import sys
 import time
 import zipfile
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import datasets
 import fsspec
@@ -110,39 +110,93 @@ REAL_COUNTS = PoolCounts(images=123_287, captions=616_767, labeled=122_218)
 # reference preprocessing numbers classes 0..79 in this order; ids 12, 26, 29, 30, 45, 66, 68,
 # 69, 71 and 83 are unused by COCO.
 CATEGORIES = (
-    (1, "person", "person"), (2, "bicycle", "vehicle"), (3, "car", "vehicle"),
-    (4, "motorcycle", "vehicle"), (5, "airplane", "vehicle"), (6, "bus", "vehicle"),
-    (7, "train", "vehicle"), (8, "truck", "vehicle"), (9, "boat", "vehicle"),
-    (10, "traffic light", "outdoor"), (11, "fire hydrant", "outdoor"), (13, "stop sign", "outdoor"),
-    (14, "parking meter", "outdoor"), (15, "bench", "outdoor"), (16, "bird", "animal"),
-    (17, "cat", "animal"), (18, "dog", "animal"), (19, "horse", "animal"), (20, "sheep", "animal"),
-    (21, "cow", "animal"), (22, "elephant", "animal"), (23, "bear", "animal"),
-    (24, "zebra", "animal"), (25, "giraffe", "animal"), (27, "backpack", "accessory"),
-    (28, "umbrella", "accessory"), (31, "handbag", "accessory"), (32, "tie", "accessory"),
-    (33, "suitcase", "accessory"), (34, "frisbee", "sports"), (35, "skis", "sports"),
-    (36, "snowboard", "sports"), (37, "sports ball", "sports"), (38, "kite", "sports"),
-    (39, "baseball bat", "sports"), (40, "baseball glove", "sports"), (41, "skateboard", "sports"),
-    (42, "surfboard", "sports"), (43, "tennis racket", "sports"), (44, "bottle", "kitchen"),
-    (46, "wine glass", "kitchen"), (47, "cup", "kitchen"), (48, "fork", "kitchen"),
-    (49, "knife", "kitchen"), (50, "spoon", "kitchen"), (51, "bowl", "kitchen"),
-    (52, "banana", "food"), (53, "apple", "food"), (54, "sandwich", "food"),
-    (55, "orange", "food"), (56, "broccoli", "food"), (57, "carrot", "food"),
-    (58, "hot dog", "food"), (59, "pizza", "food"), (60, "donut", "food"), (61, "cake", "food"),
-    (62, "chair", "furniture"), (63, "couch", "furniture"), (64, "potted plant", "furniture"),
-    (65, "bed", "furniture"), (67, "dining table", "furniture"), (70, "toilet", "furniture"),
-    (72, "tv", "electronic"), (73, "laptop", "electronic"), (74, "mouse", "electronic"),
-    (75, "remote", "electronic"), (76, "keyboard", "electronic"), (77, "cell phone", "electronic"),
-    (78, "microwave", "appliance"), (79, "oven", "appliance"), (80, "toaster", "appliance"),
-    (81, "sink", "appliance"), (82, "refrigerator", "appliance"), (84, "book", "indoor"),
-    (85, "clock", "indoor"), (86, "vase", "indoor"), (87, "scissors", "indoor"),
-    (88, "teddy bear", "indoor"), (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
+    (1, "person", "person"),
+    (2, "bicycle", "vehicle"),
+    (3, "car", "vehicle"),
+    (4, "motorcycle", "vehicle"),
+    (5, "airplane", "vehicle"),
+    (6, "bus", "vehicle"),
+    (7, "train", "vehicle"),
+    (8, "truck", "vehicle"),
+    (9, "boat", "vehicle"),
+    (10, "traffic light", "outdoor"),
+    (11, "fire hydrant", "outdoor"),
+    (13, "stop sign", "outdoor"),
+    (14, "parking meter", "outdoor"),
+    (15, "bench", "outdoor"),
+    (16, "bird", "animal"),
+    (17, "cat", "animal"),
+    (18, "dog", "animal"),
+    (19, "horse", "animal"),
+    (20, "sheep", "animal"),
+    (21, "cow", "animal"),
+    (22, "elephant", "animal"),
+    (23, "bear", "animal"),
+    (24, "zebra", "animal"),
+    (25, "giraffe", "animal"),
+    (27, "backpack", "accessory"),
+    (28, "umbrella", "accessory"),
+    (31, "handbag", "accessory"),
+    (32, "tie", "accessory"),
+    (33, "suitcase", "accessory"),
+    (34, "frisbee", "sports"),
+    (35, "skis", "sports"),
+    (36, "snowboard", "sports"),
+    (37, "sports ball", "sports"),
+    (38, "kite", "sports"),
+    (39, "baseball bat", "sports"),
+    (40, "baseball glove", "sports"),
+    (41, "skateboard", "sports"),
+    (42, "surfboard", "sports"),
+    (43, "tennis racket", "sports"),
+    (44, "bottle", "kitchen"),
+    (46, "wine glass", "kitchen"),
+    (47, "cup", "kitchen"),
+    (48, "fork", "kitchen"),
+    (49, "knife", "kitchen"),
+    (50, "spoon", "kitchen"),
+    (51, "bowl", "kitchen"),
+    (52, "banana", "food"),
+    (53, "apple", "food"),
+    (54, "sandwich", "food"),
+    (55, "orange", "food"),
+    (56, "broccoli", "food"),
+    (57, "carrot", "food"),
+    (58, "hot dog", "food"),
+    (59, "pizza", "food"),
+    (60, "donut", "food"),
+    (61, "cake", "food"),
+    (62, "chair", "furniture"),
+    (63, "couch", "furniture"),
+    (64, "potted plant", "furniture"),
+    (65, "bed", "furniture"),
+    (67, "dining table", "furniture"),
+    (70, "toilet", "furniture"),
+    (72, "tv", "electronic"),
+    (73, "laptop", "electronic"),
+    (74, "mouse", "electronic"),
+    (75, "remote", "electronic"),
+    (76, "keyboard", "electronic"),
+    (77, "cell phone", "electronic"),
+    (78, "microwave", "appliance"),
+    (79, "oven", "appliance"),
+    (80, "toaster", "appliance"),
+    (81, "sink", "appliance"),
+    (82, "refrigerator", "appliance"),
+    (84, "book", "indoor"),
+    (85, "clock", "indoor"),
+    (86, "vase", "indoor"),
+    (87, "scissors", "indoor"),
+    (88, "teddy bear", "indoor"),
+    (89, "hair drier", "indoor"),
+    (90, "toothbrush", "indoor"),
 )
 CLASS_NAMES = [name for _, name, _ in CATEGORIES]
 
 DOC2VEC_DIM = 300
 DOC2VEC_SIDECAR = "coco_unified_doc2vec.parquet"
 DOC2VEC_METADATA_KEY = b"coco_unified.doc2vec"
-DOC2VEC_COMMAND = "python -m tools.build_doc2vec --data-dir DIR --output {path}"
+DOC2VEC_COMMAND = "coco-unified doc2vec --data-dir DIR --output {path}"
 
 # Shards of train2017.zip when streaming: each is one ranged GET of whole entries, and their
 # number bounds how many DataLoader workers and nodes can share the pool.
@@ -191,7 +245,7 @@ class CategoryMap:
                 f"(first differences as (id, name): {differing}); use the official annotation files."
             )
 
-    def multi_hot(self, class_indices: Sequence[int]) -> List[int]:
+    def multi_hot(self, class_indices: Sequence[int]) -> list[int]:
         # A list, not an array: `datasets` encodes a short list of ints faster (measured: 30% of
         # the no_images preparation went to converting arrays).
         vector = [0] * len(self.names)
@@ -216,7 +270,7 @@ class ZipMember:
     crc: int
 
 
-def read_zip_directory(archive, archive_name: str) -> List[ZipMember]:
+def read_zip_directory(archive, archive_name: str) -> list[ZipMember]:
     """The file entries of a zip in archive order, from its central directory.
 
     `archive` is a seekable binary file (local, or fsspec's ranged HTTP file): only the
@@ -228,27 +282,30 @@ def read_zip_directory(archive, archive_name: str) -> List[ZipMember]:
             directory_start = reader.start_dir
     except (zipfile.BadZipFile, EOFError, struct.error) as error:
         raise CocoError(
-            f"{archive_name}: not a readable zip ({error}); the file is truncated or corrupt, "
-            "download it again."
+            f"{archive_name}: not a readable zip ({error}); the file is truncated or corrupt, download it again."
         ) from None
     ends = [info.header_offset for info in infos[1:]] + [directory_start]
     members = [
-        ZipMember(info.filename, info.header_offset, end, info.compress_size, info.file_size, info.compress_type, info.CRC)
+        ZipMember(
+            info.filename, info.header_offset, end, info.compress_size, info.file_size, info.compress_type, info.CRC
+        )
         for info, end in zip(infos, ends)
         if not info.is_dir()
     ]
     duplicates = [name for name, count in collections.Counter(member.name for member in members).items() if count > 1]
     if duplicates:
-        raise CocoError(f"{archive_name}: entry {duplicates[0]} appears twice; the archive is corrupt, download it again.")
+        raise CocoError(
+            f"{archive_name}: entry {duplicates[0]} appears twice; the archive is corrupt, download it again."
+        )
     return members
 
 
-def _options_for(location: str, storage_options: Optional[dict]) -> dict:
+def _options_for(location: str, storage_options: dict | None) -> dict:
     """`datasets` keys storage options by protocol ({"hf": {...}}); fsspec takes one protocol's."""
     return (storage_options or {}).get(fsspec.utils.get_protocol(location), {})
 
 
-def open_location(location: str, storage_options: Optional[dict] = None, missing: Optional[CocoError] = None):
+def open_location(location: str, storage_options: dict | None = None, missing: CocoError | None = None):
     """A seekable binary file for a local path or a URL (fsspec); `missing` is raised if there is none."""
     try:
         return fsspec.open(location, "rb", **_options_for(location, storage_options)).open()
@@ -258,7 +315,7 @@ def open_location(location: str, storage_options: Optional[dict] = None, missing
         raise CocoError(f"{location}: cannot be opened ({error!r}); check the URL and the network.") from error
 
 
-def location_size(location: str, storage_options: Optional[dict] = None) -> int:
+def location_size(location: str, storage_options: dict | None = None) -> int:
     with open_location(location, storage_options) as file:
         return file.size if hasattr(file, "size") else os.fstat(file.fileno()).st_size
 
@@ -280,7 +337,7 @@ class ByteRangeReader:
     backwards or far ahead starts a new run.
     """
 
-    def __init__(self, location: str, storage_options: Optional[dict] = None):
+    def __init__(self, location: str, storage_options: dict | None = None):
         self.location = location
         self._fs, self._path = fsspec.core.url_to_fs(location, **_options_for(location, storage_options))
         self._remote = not isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
@@ -355,7 +412,13 @@ class ByteRangeReader:
             file = self._fs.open(self._path, "rb")
             file.seek(offset)
             return file
-        return self._fs.open(self._path, "rb", block_size=0, size=self._end - offset, headers={"Range": f"bytes={offset}-{self._end - 1}"})
+        return self._fs.open(
+            self._path,
+            "rb",
+            block_size=0,
+            size=self._end - offset,
+            headers={"Range": f"bytes={offset}-{self._end - 1}"},
+        )
 
     def _drop_connection(self) -> None:
         """Close the connection but keep what it delivered: the next read resumes after it."""
@@ -435,7 +498,7 @@ class Part:
     zipped: bool
 
 
-def locate_parts(data_dir: Optional[str] = None, base_url: Optional[str] = None) -> Dict[str, Part]:
+def locate_parts(data_dir: str | None = None, base_url: str | None = None) -> dict[str, Part]:
     """Where each part lives: a local copy (zips or extracted folders), a mirror, or the official host."""
     if data_dir is not None and base_url is not None:
         raise CocoError("Pass data_dir (a local copy) or base_url (a mirror), not both.")
@@ -450,25 +513,26 @@ def locate_parts(data_dir: Optional[str] = None, base_url: Optional[str] = None)
     return parts
 
 
-def require_parts(parts: Dict[str, Part], names: Sequence[str]) -> None:
+def require_parts(parts: dict[str, Part], names: Sequence[str]) -> None:
     """Fail early, naming every local part that is missing."""
     missing = [
-        parts[name]
-        for name in names
-        if "://" not in parts[name].location and not os.path.exists(parts[name].location)
+        parts[name] for name in names if "://" not in parts[name].location and not os.path.exists(parts[name].location)
     ]
     if missing:
-        wanted = ", ".join(f"{part.location} (or the extracted folder {os.path.dirname(part.location)}/{part.name}/)" for part in missing)
+        wanted = ", ".join(
+            f"{part.location} (or the extracted folder {os.path.dirname(part.location)}/{part.name}/)"
+            for part in missing
+        )
         raise CocoError(f"Missing from data_dir: {wanted}. Download them from {OFFICIAL_BASE_URL} or fix data_dir.")
 
 
 class AnnotationFiles:
     """The JSON files of `annotations/`, read from the annotations zip (its directory read once) or folder."""
 
-    def __init__(self, part: Part, storage_options: Optional[dict] = None):
+    def __init__(self, part: Part, storage_options: dict | None = None):
         self.part = part
         self._storage_options = storage_options
-        self._members: Dict[str, ZipMember] = {}
+        self._members: dict[str, ZipMember] = {}
         if part.zipped:
             with open_location(part.location, storage_options) as archive:
                 self._members = {member.name: member for member in read_zip_directory(archive, part.location)}
@@ -478,7 +542,9 @@ class AnnotationFiles:
             return self._read_file(os.path.join(self.part.location, file_name))
         member = self._members.get(f"{ANNOTATIONS}/{file_name}")
         if member is None:
-            raise CocoError(f"{self.part.location}: entry {ANNOTATIONS}/{file_name} is missing; use the official annotations zip.")
+            raise CocoError(
+                f"{self.part.location}: entry {ANNOTATIONS}/{file_name} is missing; use the official annotations zip."
+            )
         reader = ByteRangeReader(self.part.location, self._storage_options)
         try:
             return read_member(reader, member, member.end)
@@ -528,14 +594,14 @@ class _Category(msgspec.Struct, gc=False):
 
 
 class _CaptionsFile(msgspec.Struct, gc=False):
-    images: List[_Image]
-    annotations: List[_Caption]
+    images: list[_Image]
+    annotations: list[_Caption]
 
 
 class _InstancesFile(msgspec.Struct, gc=False):
-    images: List[_Image]
-    annotations: List[_Instance]
-    categories: List[_Category]
+    images: list[_Image]
+    annotations: list[_Instance]
+    categories: list[_Category]
 
 
 @dataclasses.dataclass
@@ -547,9 +613,9 @@ class ImageRecord:
     coco_split: str
     width: int
     height: int
-    captions: List[str] = dataclasses.field(default_factory=list)
-    caption_ids: List[int] = dataclasses.field(default_factory=list)
-    labels: List[int] = dataclasses.field(default_factory=list)  # class indices, ascending
+    captions: list[str] = dataclasses.field(default_factory=list)
+    caption_ids: list[int] = dataclasses.field(default_factory=list)
+    labels: list[int] = dataclasses.field(default_factory=list)  # class indices, ascending
     index: int = -1  # position in the pool sorted by image id
 
 
@@ -559,12 +625,16 @@ def _decode(content: bytearray, schema, file_name: str):
     except msgspec.ValidationError as error:
         raise CocoError(f"{file_name}: {error}; use the official annotation file.") from None
     except msgspec.DecodeError as error:
-        raise CocoError(f"{file_name}: malformed JSON ({error}); the file is truncated or corrupt, download it again.") from None
+        raise CocoError(
+            f"{file_name}: malformed JSON ({error}); the file is truncated or corrupt, download it again."
+        ) from None
 
 
-def _index_split(captions_file: _CaptionsFile, instances_file: _InstancesFile, split: str, categories: CategoryMap) -> Dict[int, ImageRecord]:
+def _index_split(
+    captions_file: _CaptionsFile, instances_file: _InstancesFile, split: str, categories: CategoryMap
+) -> dict[int, ImageRecord]:
     captions_name, instances_name = f"captions_{split}.json", f"instances_{split}.json"
-    records: Dict[int, ImageRecord] = {}
+    records: dict[int, ImageRecord] = {}
     for image in captions_file.images:
         if image.id in records:
             raise CocoError(f"{captions_name}: image id {image.id} is listed twice; use the official file.")
@@ -572,7 +642,9 @@ def _index_split(captions_file: _CaptionsFile, instances_file: _InstancesFile, s
     instance_image_ids = {image.id for image in instances_file.images}
     if instance_image_ids != records.keys():
         differing = sorted(instance_image_ids ^ records.keys())[:5]
-        raise CocoError(f"{instances_name} and {captions_name} list different images (e.g. ids {differing}); use the official files.")
+        raise CocoError(
+            f"{instances_name} and {captions_name} list different images (e.g. ids {differing}); use the official files."
+        )
     for caption in captions_file.annotations:
         record = records.get(caption.image_id)
         if record is None:
@@ -580,7 +652,7 @@ def _index_split(captions_file: _CaptionsFile, instances_file: _InstancesFile, s
         record.captions.append(caption.caption)
         record.caption_ids.append(caption.id)
     categories.check_listed(instances_file.categories, instances_name)
-    labels: Dict[int, set] = {}
+    labels: dict[int, set] = {}
     for instance in instances_file.annotations:
         where = f"{instances_name}, annotation {instance.id}"
         class_index = categories.index(instance.category_id, where)
@@ -592,7 +664,7 @@ def _index_split(captions_file: _CaptionsFile, instances_file: _InstancesFile, s
     return records
 
 
-def build_annotation_index(annotations: Part, storage_options: Optional[dict] = None) -> List[ImageRecord]:
+def build_annotation_index(annotations: Part, storage_options: dict | None = None) -> list[ImageRecord]:
     """Every image of train2017 + val2017, sorted by image id, `index` set to that position."""
     with _garbage_collection_paused():
         return _build_annotation_index(annotations, storage_options)
@@ -610,10 +682,10 @@ def _garbage_collection_paused():
             gc.enable()
 
 
-def _build_annotation_index(annotations: Part, storage_options: Optional[dict]) -> List[ImageRecord]:
+def _build_annotation_index(annotations: Part, storage_options: dict | None) -> list[ImageRecord]:
     categories = CategoryMap()
     files = AnnotationFiles(annotations, storage_options)
-    pool: Dict[int, ImageRecord] = {}
+    pool: dict[int, ImageRecord] = {}
     for split in COCO_SPLITS:
         # One big file at a time: the instances JSON is decoded and dropped before the next read.
         captions_file = _decode(files.read(f"captions_{split}.json"), _CaptionsFile, f"captions_{split}.json")
@@ -654,11 +726,13 @@ class ImageEntry:
     """One image file to read: a zip entry (member set) or a file in an extracted folder."""
 
     part: Part
-    member: Optional[ZipMember]
+    member: ZipMember | None
     path: str
 
 
-def list_images(part: Part, records: Sequence[ImageRecord], storage_options: Optional[dict] = None) -> Dict[int, ImageEntry]:
+def list_images(
+    part: Part, records: Sequence[ImageRecord], storage_options: dict | None = None
+) -> dict[int, ImageEntry]:
     """Image id -> where its file is; a listed image missing from the part is an error."""
     if part.zipped:
         with open_location(part.location, storage_options) as archive:
@@ -677,7 +751,9 @@ def list_images(part: Part, records: Sequence[ImageRecord], storage_options: Opt
     if unlisted:
         logger.warning(f"{part.location}: skipping {len(unlisted)} files no annotation lists (e.g. {unlisted[:3]})")
     return {
-        image_id: ImageEntry(part, available[name], name if part.zipped else os.path.join(part.location, os.path.basename(name)))
+        image_id: ImageEntry(
+            part, available[name], name if part.zipped else os.path.join(part.location, os.path.basename(name))
+        )
         for name, image_id in wanted.items()
     }
 
@@ -693,7 +769,13 @@ def doc2vec_schema(with_caption_vectors: bool = False) -> pa.Schema:
     return pa.schema(fields)
 
 
-def write_doc2vec_sidecar(path: str, image_ids: Sequence[int], vectors: np.ndarray, provenance: dict, caption_vectors: Optional[Sequence[np.ndarray]] = None) -> None:
+def write_doc2vec_sidecar(
+    path: str,
+    image_ids: Sequence[int],
+    vectors: np.ndarray,
+    provenance: dict,
+    caption_vectors: Sequence[np.ndarray] | None = None,
+) -> None:
     """Write the Parquet file the builder reads: one row per image, provenance in the metadata."""
     vectors = np.asarray(vectors, dtype=np.float32)
     image_ids = np.asarray(image_ids, dtype=np.int64)
@@ -702,16 +784,20 @@ def write_doc2vec_sidecar(path: str, image_ids: Sequence[int], vectors: np.ndarr
     columns = [pa.array(image_ids), pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), DOC2VEC_DIM)]
     if caption_vectors is not None:
         columns.append(_caption_vector_column([np.asarray(rows, dtype=np.float32) for rows in caption_vectors], path))
-    schema = doc2vec_schema(caption_vectors is not None).with_metadata({DOC2VEC_METADATA_KEY: json.dumps(provenance, sort_keys=True)})
+    schema = doc2vec_schema(caption_vectors is not None).with_metadata(
+        {DOC2VEC_METADATA_KEY: json.dumps(provenance, sort_keys=True)}
+    )
     pq.write_table(pa.Table.from_arrays(columns, schema=schema), path)
 
 
-def _caption_vector_column(per_image: List[np.ndarray], file_name: str) -> pa.Array:
+def _caption_vector_column(per_image: list[np.ndarray], file_name: str) -> pa.Array:
     """list<float32[300]> per image, built from one flat buffer (no Python float per value)."""
     if len(per_image) == 0:
         return pa.array([], type=pa.list_(pa.list_(pa.float32(), DOC2VEC_DIM)))
     for rows in per_image:
-        _check_vectors(rows.reshape(-1, DOC2VEC_DIM) if rows.size else rows.reshape(0, DOC2VEC_DIM), len(rows), file_name)
+        _check_vectors(
+            rows.reshape(-1, DOC2VEC_DIM) if rows.size else rows.reshape(0, DOC2VEC_DIM), len(rows), file_name
+        )
     offsets = np.concatenate([[0], np.cumsum([len(rows) for rows in per_image])]).astype(np.int32)
     flat = np.concatenate([rows.reshape(-1) for rows in per_image])
     return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(flat, DOC2VEC_DIM))
@@ -720,12 +806,16 @@ def _caption_vector_column(per_image: List[np.ndarray], file_name: str) -> pa.Ar
 def _check_unique(image_ids: np.ndarray, file_name: str) -> None:
     unique_ids, counts = np.unique(image_ids, return_counts=True)
     if (counts > 1).any():
-        raise CocoError(f"{file_name}: image ids {unique_ids[counts > 1][:5].tolist()} appear more than once; rebuild it.")
+        raise CocoError(
+            f"{file_name}: image ids {unique_ids[counts > 1][:5].tolist()} appear more than once; rebuild it."
+        )
 
 
 def _check_vectors(vectors: np.ndarray, rows: int, file_name: str) -> None:
     if vectors.shape != (rows, DOC2VEC_DIM):
-        raise CocoError(f"{file_name}: Doc2Vec vectors have shape {vectors.shape}, expected ({rows}, {DOC2VEC_DIM}); rebuild them with a {DOC2VEC_DIM}-d model.")
+        raise CocoError(
+            f"{file_name}: Doc2Vec vectors have shape {vectors.shape}, expected ({rows}, {DOC2VEC_DIM}); rebuild them with a {DOC2VEC_DIM}-d model."
+        )
     if not np.isfinite(vectors).all():
         raise CocoError(f"{file_name}: Doc2Vec vectors hold NaN or infinite values; rebuild them.")
 
@@ -737,16 +827,22 @@ def missing_sidecar_error(path: str) -> CocoError:
     )
 
 
-def read_doc2vec_sidecar(path: str, image_ids: Sequence[int], storage_options: Optional[dict] = None) -> Tuple[np.ndarray, dict]:
+def read_doc2vec_sidecar(
+    path: str, image_ids: Sequence[int], storage_options: dict | None = None
+) -> tuple[np.ndarray, dict]:
     """The vectors of `image_ids` (float32, in that order) and the sidecar's provenance."""
     try:
         with open_location(path, storage_options, missing=missing_sidecar_error(path)) as file:
             table = pq.read_table(file)
     except (pa.ArrowInvalid, OSError) as error:
-        raise CocoError(f"{path}: not a readable Parquet file ({error}); rebuild it with tools/build_doc2vec.py.") from None
+        raise CocoError(f"{path}: not a readable Parquet file ({error}); rebuild it with tools/doc2vec.py.") from None
     expected_types = {"image_id": pa.int64(), "doc2vec": pa.list_(pa.float32(), DOC2VEC_DIM)}
-    if any(name not in table.column_names or table.schema.field(name).type != kind for name, kind in expected_types.items()):
-        raise CocoError(f"{path}: needs columns image_id and doc2vec (float32[{DOC2VEC_DIM}]); rebuild it with tools/build_doc2vec.py.")
+    if any(
+        name not in table.column_names or table.schema.field(name).type != kind for name, kind in expected_types.items()
+    ):
+        raise CocoError(
+            f"{path}: needs columns image_id and doc2vec (float32[{DOC2VEC_DIM}]); rebuild it with tools/doc2vec.py."
+        )
     sidecar_ids = table.column("image_id").to_numpy()
     vectors = table.column("doc2vec").combine_chunks().flatten().to_numpy().reshape(-1, DOC2VEC_DIM)
     _check_vectors(vectors, len(sidecar_ids), path)
@@ -759,11 +855,13 @@ def read_doc2vec_sidecar(path: str, image_ids: Sequence[int], storage_options: O
             f"for other data. Rebuild it with `{DOC2VEC_COMMAND.format(path=path)}`."
         )
     if len(row_of) > len(image_ids):
-        logger.info(f"{path}: {len(row_of) - len(image_ids)} vectors belong to images outside this pool and are not used")
+        logger.info(
+            f"{path}: {len(row_of) - len(image_ids)} vectors belong to images outside this pool and are not used"
+        )
     return vectors[[row_of[image_id] for image_id in image_ids]], _provenance(table.schema)
 
 
-def read_doc2vec_provenance(path: str, storage_options: Optional[dict] = None) -> dict:
+def read_doc2vec_provenance(path: str, storage_options: dict | None = None) -> dict:
     """How the sidecar's vectors were made (model, tokenizer, parameters, versions), from its metadata only."""
     with open_location(path, storage_options, missing=missing_sidecar_error(path)) as file:
         return _provenance(pq.read_schema(file))
@@ -781,18 +879,18 @@ def _provenance(schema: pa.Schema) -> dict:
 class Shard:
     """The rows one generator call yields, in order, with where their images and vectors are."""
 
-    records: List[ImageRecord]
-    images: Optional[List[ImageEntry]]  # aligned with records; None when there is no image column
-    doc2vec: Optional[np.ndarray]  # rows aligned with records; None without the doc2vec column
+    records: list[ImageRecord]
+    images: list[ImageEntry] | None  # aligned with records; None when there is no image column
+    doc2vec: np.ndarray | None  # rows aligned with records; None without the doc2vec column
     archive_order: bool = False  # images in the order of their archive: one read runs through them
-    storage_options: Optional[dict] = None
+    storage_options: dict | None = None
 
-    def run_ends(self) -> Dict[str, int]:
+    def run_ends(self) -> dict[str, int]:
         """Per archive, where the one request reading this shard's entries may stop.
 
         Shards in pool order jump around their archive (local files only): each entry is its own run.
         """
-        ends: Dict[str, int] = {}
+        ends: dict[str, int] = {}
         if not self.archive_order:
             return ends
         for entry in self.images or []:
@@ -801,14 +899,21 @@ class Shard:
         return ends
 
 
-def _split_evenly(positions: Sequence[int], weights: Sequence[int], num_chunks: int) -> List[List[int]]:
+def _split_evenly(positions: Sequence[int], weights: Sequence[int], num_chunks: int) -> list[list[int]]:
     """Consecutive chunks of `positions` holding about the same total weight; none empty."""
     cumulative = np.cumsum(weights)
     cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, num_chunks) / num_chunks, side="right")
     return [chunk.tolist() for chunk in np.split(np.asarray(positions, dtype=np.int64), cuts) if len(chunk)]
 
 
-def plan_shards(records: Sequence[ImageRecord], images: Optional[Dict[int, ImageEntry]], doc2vec: Optional[np.ndarray], num_shards: int, archive_order: bool, storage_options: Optional[dict] = None) -> List[Shard]:
+def plan_shards(
+    records: Sequence[ImageRecord],
+    images: dict[int, ImageEntry] | None,
+    doc2vec: np.ndarray | None,
+    num_shards: int,
+    archive_order: bool,
+    storage_options: dict | None = None,
+) -> list[Shard]:
     """Divide the pool into shards.
 
     Without `archive_order` the shards are consecutive runs of the pool in image-id order (rows
@@ -820,13 +925,15 @@ def plan_shards(records: Sequence[ImageRecord], images: Optional[Dict[int, Image
     if not archive_order:
         groups = _split_evenly(range(len(records)), [1] * len(records), num_shards)
     else:
-        by_part: Dict[str, List[int]] = {}
+        by_part: dict[str, list[int]] = {}
         for position, record in enumerate(records):
             by_part.setdefault(images[record.image_id].part.name, []).append(position)
         groups = []
         for positions in by_part.values():
             entries = [images[records[position].image_id] for position in positions]
-            order = sorted(range(len(positions)), key=lambda i: entries[i].member.start if entries[i].member else entries[i].path)
+            order = sorted(
+                range(len(positions)), key=lambda i: entries[i].member.start if entries[i].member else entries[i].path
+            )
             weights = [entries[i].member.end - entries[i].member.start if entries[i].member else 1 for i in order]
             share = max(1, int(np.ceil(num_shards * len(positions) / len(records))))
             groups += _split_evenly([positions[i] for i in order], weights, share)
@@ -842,7 +949,12 @@ def plan_shards(records: Sequence[ImageRecord], images: Optional[Dict[int, Image
     ]
 
 
-def read_image(entry: ImageEntry, readers: Dict[str, ByteRangeReader], run_ends: Dict[str, int], storage_options: Optional[dict] = None) -> bytes:
+def read_image(
+    entry: ImageEntry,
+    readers: dict[str, ByteRangeReader],
+    run_ends: dict[str, int],
+    storage_options: dict | None = None,
+) -> bytes:
     if entry.member is None:
         with open(entry.path, "rb") as file:
             return file.read()
@@ -865,10 +977,15 @@ class Protocol:
     seed: int
     query: np.ndarray  # pool indices, ascending
     database: np.ndarray
-    train: Dict[int, np.ndarray]  # training size -> pool indices, ascending
+    train: dict[int, np.ndarray]  # training size -> pool indices, ascending
 
 
-def sample_protocol(labeled: Sequence[int], seed: int, num_query: int = DEFAULT_NUM_QUERY, train_sizes: Sequence[int] = DEFAULT_TRAIN_SIZES) -> Protocol:
+def sample_protocol(
+    labeled: Sequence[int],
+    seed: int,
+    num_query: int = DEFAULT_NUM_QUERY,
+    train_sizes: Sequence[int] = DEFAULT_TRAIN_SIZES,
+) -> Protocol:
     """Split the ascending pool indices of labeled images into query and database, then draw training sets.
 
     Exactly: rng = numpy.random.default_rng(seed); shuffled = rng.permutation(labeled);
@@ -889,7 +1006,9 @@ def sample_protocol(labeled: Sequence[int], seed: int, num_query: int = DEFAULT_
     shuffled = rng.permutation(labeled)
     database = np.sort(shuffled[num_query:])
     order = rng.permutation(database)
-    return Protocol(seed, np.sort(shuffled[:num_query]), database, {size: np.sort(order[:size]) for size in train_sizes})
+    return Protocol(
+        seed, np.sort(shuffled[:num_query]), database, {size: np.sort(order[:size]) for size in train_sizes}
+    )
 
 
 # ----------------------------------------------------------------------------- builder
@@ -903,48 +1022,53 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
         with_images: include the `image` column; without it no image archive is read at all.
         labeled_only: keep only the images with at least one instance annotation.
         doc2vec: include the `doc2vec` column, read from the sidecar at `doc2vec_path`.
-        doc2vec_path: the Parquet sidecar written by tools/build_doc2vec.py; by default
+        doc2vec_path: the Parquet sidecar written by tools/doc2vec.py; by default
             `coco_unified_doc2vec.parquet` next to this script (or in its Hub repo).
         base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...).
         num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
         protocol: instead of one `train` split of the pool, the splits `query`, `database` and
-            `train` of the labeled pool drawn by `sample_protocol` (as tools/export_arrays.py does).
+            `train` of the labeled pool drawn by `sample_protocol` (as tools/export.py does).
         protocol_seed, num_query, num_train: the seed and sizes of that draw.
     """
 
     with_images: bool = True
     labeled_only: bool = False
     doc2vec: bool = True
-    doc2vec_path: Optional[str] = None
-    base_url: Optional[str] = None
+    doc2vec_path: str | None = None
+    base_url: str | None = None
     num_shards: int = DEFAULT_NUM_SHARDS
     protocol: bool = False
     protocol_seed: int = 0
     num_query: int = DEFAULT_NUM_QUERY
     num_train: int = max(DEFAULT_TRAIN_SIZES)
 
-    def needed_parts(self) -> List[str]:
+    def needed_parts(self) -> list[str]:
         return [ANNOTATIONS] + (list(COCO_SPLITS) if self.with_images else [])
 
-    def split_positions(self, records: Sequence[ImageRecord]) -> Dict[str, List[int]]:
+    def split_positions(self, records: Sequence[ImageRecord]) -> dict[str, list[int]]:
         """Split name -> the positions in `records` (the pool, in index order) that split holds."""
         if not self.protocol:
             return {str(datasets.Split.TRAIN): [p for p, r in enumerate(records) if r.labels or not self.labeled_only]}
         position_of = {record.index: position for position, record in enumerate(records)}
-        drawn = sample_protocol([r.index for r in records if r.labels], self.protocol_seed, self.num_query, [self.num_train])
+        drawn = sample_protocol(
+            [r.index for r in records if r.labels], self.protocol_seed, self.num_query, [self.num_train]
+        )
         named = {"query": drawn.query, "database": drawn.database, "train": drawn.train[self.num_train]}
         return {name: [position_of[index] for index in indices.tolist()] for name, indices in named.items()}
 
-    def real_split_sizes(self) -> Dict[str, int]:
+    def real_split_sizes(self) -> dict[str, int]:
         """The rows of each split when built from the real COCO 2017."""
         if self.protocol:
             return {"query": self.num_query, "database": REAL_COUNTS.labeled - self.num_query, "train": self.num_train}
         return {str(datasets.Split.TRAIN): REAL_COUNTS.labeled if self.labeled_only else REAL_COUNTS.images}
 
 
-def official_checksums(locations: Dict[str, str]) -> Dict[str, dict]:
+def official_checksums(locations: dict[str, str]) -> dict[str, dict]:
     """`datasets`' expected download checksums, for the official archives wherever they are read from."""
-    return {location: {"num_bytes": ARCHIVES[name].num_bytes, "checksum": ARCHIVES[name].sha256} for name, location in locations.items()}
+    return {
+        location: {"num_bytes": ARCHIVES[name].num_bytes, "checksum": ARCHIVES[name].sha256}
+        for name, location in locations.items()
+    }
 
 
 class CocoUnified(datasets.GeneratorBasedBuilder):
@@ -954,8 +1078,18 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = CocoUnifiedConfig
     BUILDER_CONFIGS = [
         CocoUnifiedConfig(name="default", version=VERSION, description="All 123,287 images with every column."),
-        CocoUnifiedConfig(name="labeled", version=VERSION, labeled_only=True, description="The 122,218 images with at least one label."),
-        CocoUnifiedConfig(name="no_images", version=VERSION, with_images=False, description="All images' labels and text, no image column."),
+        CocoUnifiedConfig(
+            name="labeled",
+            version=VERSION,
+            labeled_only=True,
+            description="The 122,218 images with at least one label.",
+        ),
+        CocoUnifiedConfig(
+            name="no_images",
+            version=VERSION,
+            with_images=False,
+            description="All images' labels and text, no image column.",
+        ),
         CocoUnifiedConfig(
             name="labeled_no_images",
             version=VERSION,
@@ -1038,7 +1172,11 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         if config.with_images:
             images = {}
             for split in COCO_SPLITS:
-                images.update(list_images(parts[split], [records[p] for p in used if records[p].coco_split == split], storage_options))
+                images.update(
+                    list_images(
+                        parts[split], [records[p] for p in used if records[p].coco_split == split], storage_options
+                    )
+                )
         doc2vec = None
         if config.doc2vec:
             vectors = self._read_doc2vec(dl_manager, [records[p] for p in used], storage_options)
@@ -1061,20 +1199,22 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             for name, positions in splits.items()
         ]
 
-    def _fetch(self, dl_manager, parts: Dict[str, Part]) -> Dict[str, Part]:
+    def _fetch(self, dl_manager, parts: dict[str, Part]) -> dict[str, Part]:
         """Zips through the download manager: cached downloads, or URLs when streaming."""
         zipped = {name: part.location for name, part in parts.items() if part.zipped}
         fetched = dl_manager.download(zipped) if zipped else {}
-        return {name: dataclasses.replace(part, location=fetched.get(name, part.location)) for name, part in parts.items()}
+        return {
+            name: dataclasses.replace(part, location=fetched.get(name, part.location)) for name, part in parts.items()
+        }
 
-    def _is_real_coco(self, parts: Dict[str, Part], counts: PoolCounts, storage_options) -> bool:
+    def _is_real_coco(self, parts: dict[str, Part], counts: PoolCounts, storage_options) -> bool:
         """Archives of the official sizes are the real COCO; extracted folders are judged by their image count."""
         zipped = [part for part in parts.values() if part.zipped]
         if not zipped:
             return counts.images == REAL_COUNTS.images
         return all(location_size(part.location, storage_options) == ARCHIVES[part.name].num_bytes for part in zipped)
 
-    def _set_expectations(self, real: bool, parts: Dict[str, Part], split_sizes: Dict[str, int]) -> None:
+    def _set_expectations(self, real: bool, parts: dict[str, Part], split_sizes: dict[str, int]) -> None:
         """What `datasets` verifies: the split size and checksums apply only to the real COCO.
 
         A subset or a sample is consistent too, so it must not be held to the real numbers.
@@ -1088,9 +1228,11 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             self.info.splits.add(datasets.SplitInfo(name=name, num_examples=num_rows))
         # Checksums are recorded under the name each zip had before download.
         located = locate_parts(self.config.data_dir, self.config.base_url)
-        self.info.download_checksums = official_checksums({name: located[name].location for name, part in parts.items() if part.zipped})
+        self.info.download_checksums = official_checksums(
+            {name: located[name].location for name, part in parts.items() if part.zipped}
+        )
 
-    def _check_checksums(self, dl_manager, parts: Dict[str, Part]) -> None:
+    def _check_checksums(self, dl_manager, parts: dict[str, Part]) -> None:
         """sha256 of each official zip, reusing what datasets < 4 hashed while downloading."""
         located = locate_parts(self.config.data_dir, self.config.base_url)
         recorded = dl_manager.get_recorded_sizes_checksums()
@@ -1118,9 +1260,9 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         logger.debug(f"Doc2Vec provenance: {provenance}")
         return vectors
 
-    def _generate_examples(self, shards: List[Shard]):
+    def _generate_examples(self, shards: list[Shard]):
         for shard in shards:
-            readers: Dict[str, ByteRangeReader] = {}
+            readers: dict[str, ByteRangeReader] = {}
             run_ends = shard.run_ends()
             try:
                 for row, record in enumerate(shard.records):

@@ -2,9 +2,9 @@
 
     python -m benchmarks.bench_doc2vec [--data-dir /tmp/coco_full]
 
-Runs on the --scale 1.0 sample of tools/make_sample_coco.py (123,287 images; generated into
+Runs on the --scale 1.0 sample of tools/fakes/sample_coco.py (123,287 images; generated into
 --data-dir when missing). Inference is timed on a subset of the documents and extrapolated to the
-pool; "all cores" runs tools.doc2vec_inference's worker processes, whose start-up (interpreter,
+pool; "all cores" runs tools.lib.doc2vec_inference's worker processes, whose start-up (interpreter,
 imports, model loading) is measured apart and reported once.
 
 The sample's captions come from templates over a small vocabulary, so every word is frequent and
@@ -18,14 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, List, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tools.doc2vec_inference import InferenceSettings, default_workers, infer_all, infer_document
-from tools.doc2vec_model import TrainingSettings, train_model
-from tools.pool import read_pool
-from tools.text import join_captions, tokenize_captions
+from tools.lib.doc2vec_inference import InferenceSettings, default_workers, infer_all, infer_document
+from tools.lib.doc2vec_model import TrainingSettings, train_model
+from tools.lib.pool import read_pool
+from tools.lib.text import join_captions, tokenize_captions
 
 DEFAULT_DATA_DIR = "/tmp/coco_full"
 # Documents timed per inference setting, on one core and on all: runs of tens of seconds, so
@@ -44,7 +44,7 @@ def timed(action: Callable):
 
 def ensure_sample(data_dir: str) -> None:
     if not os.path.exists(os.path.join(data_dir, "annotations_trainval2017.zip")):
-        subprocess.run([sys.executable, "-m", "tools.make_sample_coco", data_dir, "--scale", "1.0"], check=True)
+        subprocess.run([sys.executable, "-m", "tools.fakes.sample_coco", data_dir, "--scale", "1.0"], check=True)
 
 
 def kept_token_share(model) -> float:
@@ -54,21 +54,27 @@ def kept_token_share(model) -> float:
     return float((counts * keep).sum() / counts.sum())
 
 
-def one_core_rate(model, documents: Sequence[List[str]], settings: InferenceSettings) -> float:
+def one_core_rate(model, documents: Sequence[list[str]], settings: InferenceSettings) -> float:
     _, seconds = timed(lambda: [infer_document(model, words, settings) for words in documents])
     return len(documents) / seconds
 
 
-def all_cores_rate(model_path: str, documents: Sequence[List[str]], settings: InferenceSettings, workers: int, start_up: float) -> float:
+def all_cores_rate(
+    model_path: str, documents: Sequence[list[str]], settings: InferenceSettings, workers: int, start_up: float
+) -> float:
     per_task = max(1, len(documents) // (workers * TASKS_PER_WORKER))
-    _, seconds = timed(lambda: infer_all(model_path, documents, settings, workers, f"{settings.epochs} epochs", per_task))
+    _, seconds = timed(
+        lambda: infer_all(model_path, documents, settings, workers, f"{settings.epochs} epochs", per_task)
+    )
     return len(documents) / (seconds - start_up)
 
 
-def measure_start_up(model_path: str, documents: Sequence[List[str]], workers: int) -> float:
+def measure_start_up(model_path: str, documents: Sequence[list[str]], workers: int) -> float:
     """Seconds to start `workers` processes and load the model, with next to no inference."""
     single_epoch = InferenceSettings(epochs=1, alpha=0.01, min_alpha=0.0001, seed=0)
-    _, seconds = timed(lambda: infer_all(model_path, documents[:workers], single_epoch, workers, "start-up", documents_per_task=1))
+    _, seconds = timed(
+        lambda: infer_all(model_path, documents[:workers], single_epoch, workers, "start-up", documents_per_task=1)
+    )
     return seconds
 
 
@@ -76,20 +82,20 @@ def report(line: str) -> None:
     print(line, flush=True)
 
 
-def bench_tokenising(captions: Sequence[Sequence[str]], workers: int) -> List[List[str]]:
+def bench_tokenising(captions: Sequence[Sequence[str]], workers: int) -> list[list[str]]:
     for processes in sorted({1, workers}):
-        tokenized, seconds = timed(lambda: tokenize_captions(captions, processes))
+        tokenized, seconds = timed(lambda processes=processes: tokenize_captions(captions, processes))
         report(f"tokenising: {seconds:.1f} s with {processes} process(es)")
     documents = [join_captions(image) for image in tokenized]
     report(f"documents: {np.mean([len(words) for words in documents]):.1f} tokens on average")
     return documents
 
 
-def bench_training(documents: Sequence[List[str]], epochs: int, workers: int):
+def bench_training(documents: Sequence[list[str]], epochs: int, workers: int):
     """Train with one thread (the reproducible default) and with one per core; the last model."""
     for threads in sorted({1, workers}):
         settings = TrainingSettings(epochs=epochs, min_count=5, seed=0, workers=threads)
-        model, seconds = timed(lambda: train_model(documents, settings))
+        model, seconds = timed(lambda settings=settings: train_model(documents, settings))
         report(
             f"training, {epochs} epochs, {threads} thread(s): {seconds:.1f} s "
             f"(vocabulary {len(model.wv):,} words; subsampling keeps {kept_token_share(model):.1%} of tokens)"
@@ -97,7 +103,7 @@ def bench_training(documents: Sequence[List[str]], epochs: int, workers: int):
     return model
 
 
-def bench_inference(model, documents: Sequence[List[str]], workers: int) -> None:
+def bench_inference(model, documents: Sequence[list[str]], workers: int) -> None:
     with tempfile.TemporaryDirectory() as directory:
         model_path = os.path.join(directory, "bench.model")
         model.save(model_path)
@@ -107,7 +113,9 @@ def bench_inference(model, documents: Sequence[List[str]], workers: int) -> None
         for epochs in ONE_CORE_SUBSET:
             settings = InferenceSettings(epochs=epochs, alpha=0.01, min_alpha=0.0001, seed=0)
             per_core = one_core_rate(model, sample(documents, ONE_CORE_SUBSET[epochs], rng), settings)
-            all_cores = all_cores_rate(model_path, sample(documents, ALL_CORES_SUBSET[epochs], rng), settings, workers, start_up)
+            all_cores = all_cores_rate(
+                model_path, sample(documents, ALL_CORES_SUBSET[epochs], rng), settings, workers, start_up
+            )
             report(
                 f"inference, {epochs} epochs: {per_core:,.0f} documents/s on 1 core, {all_cores:,.0f} on {workers} "
                 f"-> pool of {len(documents):,}: {len(documents) / per_core / 60:.1f} min on 1 core, "
@@ -116,7 +124,11 @@ def bench_inference(model, documents: Sequence[List[str]], workers: int) -> None
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_doc2vec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_doc2vec",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the --scale 1.0 sample (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=default_workers(), help="all cores (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s, the build's)")
@@ -126,14 +138,16 @@ def main(argv=None) -> None:
     # Other processes competing for the cores distort every figure below.
     report(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     records, seconds = timed(lambda: read_pool(args.data_dir))
-    report(f"pool: {len(records):,} images, {sum(len(r.captions) for r in records):,} captions; annotations read in {seconds:.1f} s")
+    report(
+        f"pool: {len(records):,} images, {sum(len(r.captions) for r in records):,} captions; annotations read in {seconds:.1f} s"
+    )
     documents = bench_tokenising([record.captions for record in records], args.workers)
     model = bench_training(documents, args.epochs, args.workers)
     bench_inference(model, documents, args.workers)
     report(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
-def sample(documents: Sequence[List[str]], count, rng) -> Sequence[List[str]]:
+def sample(documents: Sequence[list[str]], count, rng) -> Sequence[list[str]]:
     """`count` documents drawn at random, or all of them for None."""
     if count is None:
         return documents

@@ -1,4 +1,4 @@
-"""Benchmark of tools/push_to_hub.py and of streaming its output, on a full-scale COCO-shaped sample.
+"""Benchmark of tools/push.py and of streaming its output, on a full-scale COCO-shaped sample.
 
 For the configs `default` (doc2vec=False) and `no_images`: the Parquet export's throughput (MB of
 Parquet written per second) and peak RSS, with the builder's preparation timed apart; then, in
@@ -26,7 +26,7 @@ logger = logging.getLogger("bench_export")
 CONFIGS = ("default", "no_images")
 
 PREPARE = """
-from tools import push_to_hub
+from tools import push as push_to_hub
 args = push_to_hub.parse_args(params["argv"])
 start = time.perf_counter()
 push_to_hub.build_config(args, params["config"])
@@ -36,7 +36,7 @@ report(seconds=time.perf_counter() - start)
 # Runs on a prepared cache, so the time and peak RSS are the Parquet writing's.
 EXPORT = """
 import os
-from tools import push_to_hub
+from tools import push as push_to_hub
 args = push_to_hub.parse_args(params["argv"])
 start = time.perf_counter()
 exported = push_to_hub.export_config(args, params["config"])
@@ -63,7 +63,18 @@ report(seconds=seconds, rows=rows, examples_per_second=rows / seconds, n_shards=
 
 
 def export_argv(data_dir: Path, work_dir: Path, config: str) -> list:
-    return ["--data-dir", str(data_dir), "--no-doc2vec", "--configs", config, "--cache-dir", str(work_dir / "cache"), "--output", str(work_dir / "folder"), "--dry-run"]
+    return [
+        "--data-dir",
+        str(data_dir),
+        "--no-doc2vec",
+        "--configs",
+        config,
+        "--cache-dir",
+        str(work_dir / "cache"),
+        "--output",
+        str(work_dir / "folder"),
+        "--dry-run",
+    ]
 
 
 def measure(data_dir: Path, work_dir: Path) -> dict:
@@ -80,12 +91,19 @@ def measure(data_dir: Path, work_dir: Path) -> dict:
         logger.info("streaming %s from the Parquet export, then from the script", config)
         figures[f"stream {config} (parquet)"] = run(STREAM, parquet=str(work_dir / "folder"), **common)
         figures[f"stream {config} (script)"] = run(STREAM, parquet=None, **common)
-        logger.info("%s: parquet %s, script %s", config, figures[f"stream {config} (parquet)"], figures[f"stream {config} (script)"])
+        logger.info(
+            "%s: parquet %s, script %s",
+            config,
+            figures[f"stream {config} (parquet)"],
+            figures[f"stream {config} (script)"],
+        )
     return figures
 
 
 def print_table(figures: dict) -> None:
-    print(f"\n{'config':<10}  {'prepare s':>9}  {'export s':>8}  {'Parquet MB':>10}  {'MB/s':>6}  {'export peak RSS MB':>18}  {'stream ex/s parquet':>19}  {'stream ex/s script':>18}")
+    print(
+        f"\n{'config':<10}  {'prepare s':>9}  {'export s':>8}  {'Parquet MB':>10}  {'MB/s':>6}  {'export peak RSS MB':>18}  {'stream ex/s parquet':>19}  {'stream ex/s script':>18}"
+    )
     for config in CONFIGS:
         prepare, export = figures[f"prepare {config}"], figures[f"export {config}"]
         parquet, script = figures[f"stream {config} (parquet)"], figures[f"stream {config} (script)"]
@@ -97,8 +115,15 @@ def print_table(figures: dict) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True, help="a full-scale sample (python -m tools.make_sample_coco --scale 1.0)")
-    parser.add_argument("--work-dir", type=Path, help="where the cache and the exported folder go (default: a temporary folder)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="a full-scale sample (python -m tools.fakes.sample_coco --scale 1.0)",
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="where the cache and the exported folder go (default: a temporary folder)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as scratch:

@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tools.http_mirror import serve_mirror  # noqa: E402
-from tools.make_sample_coco import generate  # noqa: E402
+from tools.fakes.http_mirror import serve_mirror  # noqa: E402
+from tools.fakes.sample_coco import generate  # noqa: E402
 
 logger = logging.getLogger("bench_loading")
 
@@ -90,7 +90,9 @@ report(seconds=seconds, images=len(names), images_per_second=len(names) / second
 def run(snippet: str, python: str = sys.executable, **params) -> dict:
     result = subprocess.run(
         [python, "-c", PRELUDE + textwrap.dedent(snippet), json.dumps(params)],
-        capture_output=True, text=True, env=dict(os.environ, NO_PROXY="127.0.0.1,localhost"),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, NO_PROXY="127.0.0.1,localhost"),
     )
     if result.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{result.stderr[-4000:]}")
@@ -106,13 +108,22 @@ def first_train_images(data_dir: Path, count: int) -> list:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, help="a full-scale sample (tools/make_sample_coco.py --scale 1.0); generated into a temporary folder when omitted")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="a full-scale sample (tools/fakes/sample_coco.py --scale 1.0); generated into a temporary folder when omitted",
+    )
     parser.add_argument(
         "--newest-python",
         help="an interpreter with the newest datasets (e.g. .venv-newest/bin/python): also streams the pool with it, "
         "since datasets 3.6 spends most of a streamed row's time in its own per-row schema work",
     )
-    parser.add_argument("--naive-images", type=int, default=20, help="images the naive zip:// route reads (it costs a central directory per image); default 20")
+    parser.add_argument(
+        "--naive-images",
+        type=int,
+        default=20,
+        help="images the naive zip:// route reads (it costs a central directory per image); default 20",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -123,19 +134,33 @@ def main(argv=None) -> None:
             logger.info("generating a full-scale sample into %s", data_dir)
             generate(data_dir, 1.0, 0)
         image_zip_bytes = sum((data_dir / name).stat().st_size for name in ("train2017.zip", "val2017.zip"))
-        figures = {"json.load instances_train2017.json": run(JSON_LOAD, annotations=str(data_dir / "annotations_trainval2017.zip"))}
+        figures = {
+            "json.load instances_train2017.json": run(
+                JSON_LOAD, annotations=str(data_dir / "annotations_trainval2017.zip")
+            )
+        }
         for config in ("default", "no_images"):
             logger.info("preparing %s", config)
-            figures[f"prepare {config}"] = run(PREPARE, config=config, data_dir=str(data_dir), cache_dir=str(Path(scratch) / config))
+            figures[f"prepare {config}"] = run(
+                PREPARE, config=config, data_dir=str(data_dir), cache_dir=str(Path(scratch) / config)
+            )
         with serve_mirror(data_dir, layout="coco") as mirror:
             logger.info("streaming the pool from %s", mirror.base_url)
             streamed = run(STREAM, base_url=mirror.base_url, raw_bytes=False)
             traffic = mirror.traffic(reset=True)
             logger.info("streaming the pool again, images as raw bytes")
-            streamed["images_per_second_raw_bytes"] = run(STREAM, base_url=mirror.base_url, raw_bytes=True)["images_per_second"]
+            streamed["images_per_second_raw_bytes"] = run(STREAM, base_url=mirror.base_url, raw_bytes=True)[
+                "images_per_second"
+            ]
             mirror.traffic(reset=True)
-            streamed["fetched_per_image_zip_byte"] = sum(traffic.for_path(f"zips/{n}").body_bytes for n in ("train2017.zip", "val2017.zip")) / image_zip_bytes
-            streamed["annotation_bytes_per_zip_byte"] = traffic.for_path("annotations/annotations_trainval2017.zip").body_bytes / (data_dir / "annotations_trainval2017.zip").stat().st_size
+            streamed["fetched_per_image_zip_byte"] = (
+                sum(traffic.for_path(f"zips/{n}").body_bytes for n in ("train2017.zip", "val2017.zip"))
+                / image_zip_bytes
+            )
+            streamed["annotation_bytes_per_zip_byte"] = (
+                traffic.for_path("annotations/annotations_trainval2017.zip").body_bytes
+                / (data_dir / "annotations_trainval2017.zip").stat().st_size
+            )
             if args.newest_python:
                 logger.info("streaming the pool again with %s", args.newest_python)
                 newest = run(STREAM, python=args.newest_python, base_url=mirror.base_url, raw_bytes=False)
@@ -143,9 +168,13 @@ def main(argv=None) -> None:
                 mirror.traffic(reset=True)
             figures["stream (coco_unified)"] = streamed
             logger.info("the naive zip:// route on %d images", args.naive_images)
-            naive = run(NAIVE, url=mirror.url("zips/train2017.zip"), names=first_train_images(data_dir, args.naive_images))
+            naive = run(
+                NAIVE, url=mirror.url("zips/train2017.zip"), names=first_train_images(data_dir, args.naive_images)
+            )
             naive_bytes = mirror.traffic().body_bytes
-            naive["fetched_per_image_zip_byte (extrapolated to the pool)"] = naive_bytes / naive["images"] * streamed["rows"] / image_zip_bytes
+            naive["fetched_per_image_zip_byte (extrapolated to the pool)"] = (
+                naive_bytes / naive["images"] * streamed["rows"] / image_zip_bytes
+            )
             naive["bytes_per_image"] = naive_bytes / naive["images"]
             figures["stream (naive zip://)"] = naive
     print(json.dumps(figures, indent=2))
@@ -155,14 +184,38 @@ def main(argv=None) -> None:
 def print_table(figures: dict) -> None:
     stream, naive = figures["stream (coco_unified)"], figures["stream (naive zip://)"]
     rows = [
-        ("default preparation, doc2vec=False", "<= 45 s, <= 1 GB", f"{figures['prepare default']['seconds']:.1f} s, {figures['prepare default']['peak_rss_mb']:.0f} MB"),
-        ("no_images preparation", "<= 25 s", f"{figures['prepare no_images']['seconds']:.1f} s, {figures['prepare no_images']['peak_rss_mb']:.0f} MB"),
-        ("  baseline: json.load of instances_train2017.json", "", f"{figures['json.load instances_train2017.json']['seconds']:.1f} s, {figures['json.load instances_train2017.json']['peak_rss_mb']:.0f} MB"),
-        ("streaming bytes fetched / image zip bytes", "<= 1.05", f"{stream['fetched_per_image_zip_byte']:.3f} (naive: {naive['fetched_per_image_zip_byte (extrapolated to the pool)']:.0f})"),
+        (
+            "default preparation, doc2vec=False",
+            "<= 45 s, <= 1 GB",
+            f"{figures['prepare default']['seconds']:.1f} s, {figures['prepare default']['peak_rss_mb']:.0f} MB",
+        ),
+        (
+            "no_images preparation",
+            "<= 25 s",
+            f"{figures['prepare no_images']['seconds']:.1f} s, {figures['prepare no_images']['peak_rss_mb']:.0f} MB",
+        ),
+        (
+            "  baseline: json.load of instances_train2017.json",
+            "",
+            f"{figures['json.load instances_train2017.json']['seconds']:.1f} s, {figures['json.load instances_train2017.json']['peak_rss_mb']:.0f} MB",
+        ),
+        (
+            "streaming bytes fetched / image zip bytes",
+            "<= 1.05",
+            f"{stream['fetched_per_image_zip_byte']:.3f} (naive: {naive['fetched_per_image_zip_byte (extrapolated to the pool)']:.0f})",
+        ),
         ("annotation bytes fetched / annotations zip", "<= 1", f"{stream['annotation_bytes_per_zip_byte']:.3f}"),
-        ("streaming images/s, one process, loopback", ">= 500", f"{stream['images_per_second']:.0f} (naive: {naive['images_per_second']:.2f})"),
+        (
+            "streaming images/s, one process, loopback",
+            ">= 500",
+            f"{stream['images_per_second']:.0f} (naive: {naive['images_per_second']:.2f})",
+        ),
         ("  the same, images cast to raw bytes", "", f"{stream['images_per_second_raw_bytes']:.0f}"),
-        ("  the same, decoded, newest datasets", "", f"{stream.get('images_per_second_newest_datasets', float('nan')):.0f}"),
+        (
+            "  the same, decoded, newest datasets",
+            "",
+            f"{stream.get('images_per_second_newest_datasets', float('nan')):.0f}",
+        ),
         ("n_shards of the streaming pool", ">= 16", f"{stream['n_shards']} (naive: 1)"),
         ("time to first streamed example", "<= 30 s", f"{stream['first_example_seconds']:.1f} s"),
     ]

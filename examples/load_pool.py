@@ -20,9 +20,19 @@ logger = logging.getLogger("load_pool")
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", required=True, help="a COCO 2017 copy: the three official zips, or the folders extracted from them")
-    parser.add_argument("--config", default="default", help="default, labeled, no_images, labeled_no_images or protocol (default: default)")
-    parser.add_argument("--doc2vec-path", help="the Doc2Vec sidecar (default: coco_unified_doc2vec.parquet next to the script)")
+    parser.add_argument(
+        "--data-dir",
+        required=True,
+        help="a COCO 2017 copy: the three official zips, or the folders extracted from them",
+    )
+    parser.add_argument(
+        "--config",
+        default="default",
+        help="default, labeled, no_images, labeled_no_images or protocol (default: default)",
+    )
+    parser.add_argument(
+        "--doc2vec-path", help="the Doc2Vec sidecar (default: coco_unified_doc2vec.parquet next to the script)"
+    )
     parser.add_argument("--cache-dir", help="where datasets keeps the prepared Arrow files (default: its own cache)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -32,12 +42,21 @@ def main(argv=None) -> None:
         options["doc2vec_path"] = args.doc2vec_path
     start = time.perf_counter()
     prepared = load_dataset(SCRIPT, args.config, **options)
-    logger.info("prepared %d rows in %.1f s; columns: %s", len(prepared), time.perf_counter() - start, ", ".join(prepared.column_names))
+    logger.info(
+        "prepared %d rows in %.1f s; columns: %s",
+        len(prepared),
+        time.perf_counter() - start,
+        ", ".join(prepared.column_names),
+    )
     first = prepared[0]
     logger.info(
         "row 0: index %d, image %d (%s, %s), %d captions, labels %s, doc2vec[:3] %s",
-        first["index"], first["image_id"], first["file_name"], prepared.features["coco_split"].int2str(first["coco_split"]),
-        len(first["captions"]), [prepared.features["labels"].feature.int2str(label) for label in first["labels"]],
+        first["index"],
+        first["image_id"],
+        first["file_name"],
+        prepared.features["coco_split"].int2str(first["coco_split"]),
+        len(first["captions"]),
+        [prepared.features["labels"].feature.int2str(label) for label in first["labels"]],
         [round(value, 4) for value in first["doc2vec"][:3]] if "doc2vec" in first else "(no doc2vec column)",
     )
 

@@ -13,7 +13,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import datasets
 import numpy as np
@@ -27,15 +27,25 @@ logger = logging.getLogger(__name__)
 COLUMNS = ["index", "image", "doc2vec", "multi_hot"]
 
 
-def open_pool(parquet: Optional[str] = None, data_dir: Optional[str] = None, doc2vec_path: Optional[str] = None, config: str = "default", cache_dir: Optional[str] = None) -> datasets.IterableDataset:
+def open_pool(
+    parquet: str | None = None,
+    data_dir: str | None = None,
+    doc2vec_path: str | None = None,
+    config: str = "default",
+    cache_dir: str | None = None,
+) -> datasets.IterableDataset:
     """The pool's `train` split streamed from an exported folder or Hub repo, or by the script builder."""
     if parquet:
         pool = datasets.load_dataset(parquet, config, split="train", streaming=True, cache_dir=cache_dir)
     else:
-        pool = CocoUnified(config_name=config, data_dir=data_dir, doc2vec_path=doc2vec_path, cache_dir=cache_dir).as_streaming_dataset("train")
+        pool = CocoUnified(
+            config_name=config, data_dir=data_dir, doc2vec_path=doc2vec_path, cache_dir=cache_dir
+        ).as_streaming_dataset("train")
     missing = [column for column in COLUMNS if column not in pool.column_names]
     if missing:
-        raise CocoError(f"config {config!r} has no column(s) {missing}; use a config with images and build or export it with its Doc2Vec sidecar.")
+        raise CocoError(
+            f"config {config!r} has no column(s) {missing}; use a config with images and build or export it with its Doc2Vec sidecar."
+        )
     return pool.select_columns(COLUMNS)
 
 
@@ -59,7 +69,14 @@ class ToTensors:
         }
 
 
-def training_stream(pool: datasets.IterableDataset, rank: int = 0, world_size: int = 1, image_size: int = 224, shuffle_buffer: int = 1_000, seed: int = 0) -> datasets.IterableDataset:
+def training_stream(
+    pool: datasets.IterableDataset,
+    rank: int = 0,
+    world_size: int = 1,
+    image_size: int = 224,
+    shuffle_buffer: int = 1_000,
+    seed: int = 0,
+) -> datasets.IterableDataset:
     """This rank's part of the pool, shuffled through a buffer, as tensors.
 
     Every rank must use the same seed: the shard order is shuffled identically on all of them before
@@ -81,7 +98,12 @@ class HashingModel(torch.nn.Module):
 
     def __init__(self, bits: int = 64, text_dim: int = 300, pooled: int = 8):
         super().__init__()
-        self.image = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(pooled), torch.nn.Flatten(), torch.nn.Linear(3 * pooled * pooled, bits), torch.nn.Tanh())
+        self.image = torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(pooled),
+            torch.nn.Flatten(),
+            torch.nn.Linear(3 * pooled * pooled, bits),
+            torch.nn.Tanh(),
+        )
         self.text = torch.nn.Sequential(torch.nn.Linear(text_dim, bits), torch.nn.Tanh())
 
     def loss(self, images: torch.Tensor, texts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -107,10 +129,16 @@ def train(loader: torch.utils.data.DataLoader, stream: datasets.IterableDataset,
     return model
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m examples.train_stream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.train_stream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--parquet", metavar="DIR_OR_REPO", help="a folder written by tools/push_to_hub.py, or its Hub repo id")
+    source.add_argument(
+        "--parquet", metavar="DIR_OR_REPO", help="a folder written by tools/push.py, or its Hub repo id"
+    )
     source.add_argument("--data-dir", metavar="DIR", help="a local COCO 2017 copy, streamed by the script builder")
     parser.add_argument("--doc2vec-path", metavar="PATH", help="the Doc2Vec sidecar (with --data-dir)")
     parser.add_argument("--config", default="default", help="a config with images and doc2vec (default: %(default)s)")
@@ -118,12 +146,17 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--shuffle-buffer", type=int, default=1_000, help="examples held for shuffling, per worker (default: %(default)s)")
+    parser.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        default=1_000,
+        help="examples held for shuffling, per worker (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # torchrun sets RANK and WORLD_SIZE; a plain run is rank 0 of 1.

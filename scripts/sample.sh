@@ -10,10 +10,10 @@ out=${1:-build/sample}
 python=.venv/bin/python
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
 
-$python -m tools.make_sample_coco "$out/coco"
-$python -m tools.build_doc2vec --data-dir "$out/coco" --output "$out/doc2vec.parquet"
+$python -m tools.fakes.sample_coco "$out/coco"
+$python -m tools.doc2vec --data-dir "$out/coco" --output "$out/doc2vec.parquet"
 $python examples/load_pool.py --data-dir "$out/coco" --doc2vec-path "$out/doc2vec.parquet" --cache-dir "$out/hf-cache"
-$python -m tools.evaluate_doc2vec --data-dir "$out/coco" --sidecar "$out/doc2vec.parquet"
-$python -m tools.export_arrays --data-dir "$out/coco" --doc2vec-path "$out/doc2vec.parquet" \
+$python -m tools.evaluate --data-dir "$out/coco" --sidecar "$out/doc2vec.parquet"
+$python -m tools.export --data-dir "$out/coco" --doc2vec-path "$out/doc2vec.parquet" \
   --cache-dir "$out/hf-cache" --output-dir "$out/arrays" --num-query 50 --train-sizes 50 100
 echo "Done: the arrays, id-map and protocol files are in $out/arrays"

@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import coco_unified  # noqa: E402
-from tools.http_mirror import serve_mirror  # noqa: E402
-from tools.make_sample_coco import generate  # noqa: E402
+from tools.fakes.http_mirror import serve_mirror  # noqa: E402
+from tools.fakes.sample_coco import generate  # noqa: E402
 
 SAMPLE_SCALE = 0.002
 SAMPLE_SEED = 0
@@ -45,6 +45,7 @@ def oracle(sample_dir) -> dict:
     Independent of coco_unified on purpose: it is what the builder is checked against.
     """
     with zipfile.ZipFile(sample_dir / "annotations_trainval2017.zip") as annotations:
+
         def load(name):
             return json.loads(annotations.read(f"annotations/{name}"))
 
@@ -55,9 +56,15 @@ def oracle(sample_dir) -> dict:
             with zipfile.ZipFile(sample_dir / f"{split}.zip") as images:
                 for image in captions["images"]:
                     rows[image["id"]] = {
-                        "image_id": image["id"], "file_name": image["file_name"], "coco_split": split,
-                        "width": image["width"], "height": image["height"], "captions": [], "caption_ids": [],
-                        "labels": set(), "image": images.read(f"{split}/{image['file_name']}"),
+                        "image_id": image["id"],
+                        "file_name": image["file_name"],
+                        "coco_split": split,
+                        "width": image["width"],
+                        "height": image["height"],
+                        "captions": [],
+                        "caption_ids": [],
+                        "labels": set(),
+                        "image": images.read(f"{split}/{image['file_name']}"),
                     }
             for caption in captions["annotations"]:
                 rows[caption["image_id"]]["captions"].append(caption["caption"])
@@ -74,7 +81,7 @@ def oracle(sample_dir) -> dict:
 
 @pytest.fixture(scope="session")
 def sidecar(oracle, tmp_path_factory) -> Path:
-    """A Doc2Vec sidecar for the sample, in the format tools/build_doc2vec.py writes."""
+    """A Doc2Vec sidecar for the sample, in the format tools/doc2vec.py writes."""
     path = tmp_path_factory.mktemp("doc2vec") / "vectors.parquet"
     image_ids = sorted(oracle)
     vectors = np.random.default_rng(0).standard_normal((len(image_ids), coco_unified.DOC2VEC_DIM)).astype(np.float32)

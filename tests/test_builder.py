@@ -48,7 +48,9 @@ def assert_matches_oracle(rows, oracle, image_ids, sidecar_vectors=None):
     assert sorted(row["image_id"] for row in rows) == sorted(image_ids)
     for row in rows:
         expected = oracle[row["image_id"]]
-        assert {column: row[column] for column in ORACLE_COLUMNS} == {column: expected[column] for column in ORACLE_COLUMNS}
+        assert {column: row[column] for column in ORACLE_COLUMNS} == {
+            column: expected[column] for column in ORACLE_COLUMNS
+        }
         assert ["train2017", "val2017"][row["coco_split"]] == expected["coco_split"]
         if "image" in row:
             assert row["image"]["bytes"] == expected["image"]
@@ -78,7 +80,9 @@ def sidecar_vectors(sidecar, oracle):
 
 
 @pytest.mark.parametrize("source", ["zips", "folders"])
-def test_prepared_pool_matches_annotations_in_id_order(source, sample_dir, extracted_dir, oracle, sidecar, sidecar_vectors, tmp_path):
+def test_prepared_pool_matches_annotations_in_id_order(
+    source, sample_dir, extracted_dir, oracle, sidecar, sidecar_vectors, tmp_path
+):
     data_dir = sample_dir if source == "zips" else extracted_dir
     dataset = prepare(tmp_path, data_dir=str(data_dir), doc2vec=True, doc2vec_path=str(sidecar))
     rows = raw_rows(dataset)
@@ -302,7 +306,7 @@ def test_missing_archive_is_named(sample_copy, tmp_path):
 
 @pytest.mark.parametrize("load", [prepare, stream])
 def test_missing_sidecar_says_how_to_make_it(load, sample_dir, tmp_path):
-    with raises_coco_error(r"sidecar .*none\.parquet not found.*python -m tools\.build_doc2vec"):
+    with raises_coco_error(r"sidecar .*none\.parquet not found.*coco-unified doc2vec"):
         load(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(tmp_path / "none.parquet"))
 
 
@@ -323,8 +327,12 @@ def sample_as_official(sample_dir, oracle, monkeypatch):
     for name, archive in coco_unified.ARCHIVES.items():
         path = sample_dir / archive.file_name
         checksum = hashlib.sha256(path.read_bytes()).hexdigest()
-        monkeypatch.setitem(coco_unified.ARCHIVES, name, dataclasses.replace(archive, num_bytes=path.stat().st_size, sha256=checksum))
-    counts = coco_unified.PoolCounts(len(oracle), sum(len(r["captions"]) for r in oracle.values()), sum(1 for r in oracle.values() if r["labels"]))
+        monkeypatch.setitem(
+            coco_unified.ARCHIVES, name, dataclasses.replace(archive, num_bytes=path.stat().st_size, sha256=checksum)
+        )
+    counts = coco_unified.PoolCounts(
+        len(oracle), sum(len(r["captions"]) for r in oracle.values()), sum(1 for r in oracle.values() if r["labels"])
+    )
     monkeypatch.setattr(coco_unified, "REAL_COUNTS", counts)
     return counts
 
@@ -344,7 +352,9 @@ def test_official_copy_with_a_bad_checksum(sample_dir, sample_as_official, tmp_p
 
 
 def test_official_copy_with_wrong_counts(sample_dir, sample_as_official, tmp_path, monkeypatch):
-    monkeypatch.setattr(coco_unified, "REAL_COUNTS", dataclasses.replace(sample_as_official, captions=sample_as_official.captions + 1))
+    monkeypatch.setattr(
+        coco_unified, "REAL_COUNTS", dataclasses.replace(sample_as_official, captions=sample_as_official.captions + 1)
+    )
     with raises_coco_error("annotations hold"):
         prepare(tmp_path, data_dir=str(sample_dir))
 
@@ -369,9 +379,14 @@ def coco_unified_dir():
 
 
 def protocol_splits(tmp_path, sample_dir, streaming=False, **kwargs):
-    builder = make_builder(tmp_path, "protocol", data_dir=str(sample_dir), with_images=False, num_query=50, num_train=100, **kwargs)
+    builder = make_builder(
+        tmp_path, "protocol", data_dir=str(sample_dir), with_images=False, num_query=50, num_train=100, **kwargs
+    )
     if streaming:
-        return {name: [row["index"] for row in builder.as_streaming_dataset(name)] for name in ("query", "database", "train")}
+        return {
+            name: [row["index"] for row in builder.as_streaming_dataset(name)]
+            for name in ("query", "database", "train")
+        }
     builder.download_and_prepare()
     return {name: list(builder.as_dataset(name)["index"]) for name in builder.info.splits}
 

@@ -1,4 +1,4 @@
-"""tools.convert_jhlau_model on fork-format model directories written by tests.jhlau_fixture.
+"""tools.lib.jhlau on fork-format model directories written by tools.fakes.jhlau_fixture.
 
 A small real gensim 4 DBOW model is written in the on-disk format of jhlau's pretrained models and
 converted back; the result must match the original word for word and bit for bit, and infer the
@@ -20,7 +20,7 @@ import pytest
 from gensim.models import Doc2Vec
 from gensim.models.doc2vec import TaggedDocument
 
-from tests.jhlau_fixture import (
+from tools.fakes.jhlau_fixture import (
     PICKLE_NAME,
     SYN0_NAME,
     SYN1NEG_NAME,
@@ -28,7 +28,7 @@ from tests.jhlau_fixture import (
     write_fork_pickle,
     write_jhlau_model_dir,
 )
-from tools.convert_jhlau_model import (
+from tools.lib.jhlau import (
     FORK_INFER_DEFAULTS,
     ConversionError,
     conversion_record,
@@ -39,9 +39,7 @@ from tools.convert_jhlau_model import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Non-ASCII words of one, two and three UTF-8 bytes per character, as a caption corpus may hold.
-CORPUS_WORDS = ["a", "man", "riding", "café", "naïve", "über", "東京", "."] + [
-    f"word{i}" for i in range(60)
-]
+CORPUS_WORDS = ["a", "man", "riding", "café", "naïve", "über", "東京", "."] + [f"word{i}" for i in range(60)]
 # Every global a real fork pickle names, and so the only ones the fixture may name.
 FORK_PICKLE_GLOBALS = {
     "gensim.models.doc2vec Doc2Vec",
@@ -73,8 +71,19 @@ def trained_model():
         for number in range(400)
     ]
     return Doc2Vec(
-        documents, dm=0, dbow_words=1, dm_concat=1, vector_size=300, window=5, negative=5, hs=0,
-        min_count=2, sample=1e-3, epochs=5, workers=1, seed=7,
+        documents,
+        dm=0,
+        dbow_words=1,
+        dm_concat=1,
+        vector_size=300,
+        window=5,
+        negative=5,
+        hs=0,
+        min_count=2,
+        sample=1e-3,
+        epochs=5,
+        workers=1,
+        seed=7,
     )
 
 
@@ -106,7 +115,7 @@ def test_fixture_pickle_looks_written_by_python2(fork_dir):
     byte_strings = {argument for opcode, argument, _ in operations if opcode.name == "SHORT_BINSTRING"}
     # Python 2 str: attribute names and words, the latter as UTF-8 bytes (shown latin1-decoded).
     assert {"index2word", "syn0_lockf", "__numpys", "\0"} <= byte_strings
-    assert "東京".encode("utf-8").decode("latin1") in byte_strings
+    assert "東京".encode().decode("latin1") in byte_strings
     assert not any(opcode.name == "BINUNICODE" for opcode, _, _ in operations)
 
 
@@ -129,14 +138,28 @@ def test_round_trip_matches_the_original(trained_model, tmp_path, python2_words)
 def test_round_trip_carries_the_hyper_parameters(trained_model, fork_dir):
     converted = convert_jhlau_model(fork_dir)
 
-    for name in ("vector_size", "window", "negative", "hs", "sample", "min_count", "alpha",
-                 "min_alpha", "epochs", "seed", "dbow_words", "dm_concat"):
+    for name in (
+        "vector_size",
+        "window",
+        "negative",
+        "hs",
+        "sample",
+        "min_count",
+        "alpha",
+        "min_alpha",
+        "epochs",
+        "seed",
+        "dbow_words",
+        "dm_concat",
+    ):
         assert getattr(converted, name) == getattr(trained_model, name), name
     assert converted.dm == trained_model.dm == 0
     for word in trained_model.wv.index_to_key:
         for attribute in ("count", "sample_int"):
-            assert (converted.wv.get_vecattr(word, attribute)
-                    == trained_model.wv.get_vecattr(word, attribute)), (word, attribute)
+            assert converted.wv.get_vecattr(word, attribute) == trained_model.wv.get_vecattr(word, attribute), (
+                word,
+                attribute,
+            )
     assert np.array_equal(converted.cum_table, trained_model.cum_table)
     # The fork's inference defaults are spelled as gensim 4 infer_vector keywords.
     assert converted.infer_vector(INFERENCE_DOCUMENTS[0], **FORK_INFER_DEFAULTS).shape == (300,)
@@ -146,8 +169,11 @@ def test_cli_saves_a_loadable_model_and_reports_provenance(trained_model, fork_d
     output = tmp_path / "out" / "enwiki_dbow.gensim4"
 
     finished = subprocess.run(
-        [sys.executable, "-m", "tools.convert_jhlau_model", str(fork_dir), str(output)],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "tools.lib.jhlau", str(fork_dir), str(output)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
 
     sha256 = hashlib.sha256((fork_dir / PICKLE_NAME).read_bytes()).hexdigest()
@@ -227,8 +253,9 @@ def test_pickle_naming_a_foreign_global_is_refused_before_it_runs(damaged_dir, t
 def test_pickle_of_another_class_is_refused(damaged_dir):
     write_fork_pickle(damaged_dir / PICKLE_NAME, ForkVocab(count=1, index=0))
 
-    with pytest.raises(ConversionError, match="holds a gensim.models.word2vec.Vocab, not the fork's "
-                                              "gensim.models.doc2vec.Doc2Vec"):
+    with pytest.raises(
+        ConversionError, match="holds a gensim.models.word2vec.Vocab, not the fork's gensim.models.doc2vec.Doc2Vec"
+    ):
         convert_jhlau_model(damaged_dir)
 
 
@@ -244,9 +271,7 @@ def test_dm_model_is_refused_saying_what_is_supported(trained_model, tmp_path):
 
 
 @pytest.mark.parametrize("array_name", [SYN0_NAME, SYN1NEG_NAME])
-def test_array_shape_disagreeing_with_the_vocabulary_is_refused(
-    damaged_dir, trained_model, array_name
-):
+def test_array_shape_disagreeing_with_the_vocabulary_is_refused(damaged_dir, trained_model, array_name):
     array_path = damaged_dir / array_name
     np.save(array_path, np.load(array_path)[:-1])
 

@@ -1,4 +1,4 @@
-"""tools/build_doc2vec.py, export_arrays.py and evaluate_doc2vec.py on a generated sample.
+"""tools/doc2vec.py, export_arrays.py and evaluate_doc2vec.py on a generated sample.
 
 Real gensim training and inference on the 247-image sample of conftest.py, with few epochs and a
 high inference learning rate so that the whole file stays fast yet the vectors mean something.
@@ -20,12 +20,15 @@ from gensim.models.doc2vec import Doc2Vec, TaggedDocument
 
 import coco_unified
 from coco_unified import DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar, write_doc2vec_sidecar
-from tests.jhlau_fixture import write_jhlau_model_dir
-from tools import build_doc2vec, evaluate_doc2vec, export_arrays, protocol
-from tools.doc2vec_inference import InferenceSettings, infer_all
-from tools.doc2vec_model import file_sha256, model_path_beside, weights_sha256
-from tools.pool import read_pool
-from tools.text import TOKENIZER, caption_tokens, join_captions
+from tools import doc2vec as build_doc2vec
+from tools import evaluate as evaluate_doc2vec
+from tools import export as export_arrays
+from tools import protocol
+from tools.fakes.jhlau_fixture import write_jhlau_model_dir
+from tools.lib.doc2vec_inference import InferenceSettings, infer_all
+from tools.lib.doc2vec_model import file_sha256, model_path_beside, weights_sha256
+from tools.lib.pool import read_pool
+from tools.lib.text import TOKENIZER, caption_tokens, join_captions
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINING = ["--epochs", "50"]
@@ -36,7 +39,11 @@ INFERENCE_SETTINGS = InferenceSettings(epochs=100, alpha=0.1, min_alpha=build_do
 
 
 def build(sample_dir, output, *options):
-    build_doc2vec.build(build_doc2vec.parse_args(["--data-dir", str(sample_dir), "--output", str(output), "--seed", "7", *INFERENCE, *options]))
+    build_doc2vec.build(
+        build_doc2vec.parse_args(
+            ["--data-dir", str(sample_dir), "--output", str(output), "--seed", "7", *INFERENCE, *options]
+        )
+    )
     return output
 
 
@@ -73,7 +80,9 @@ def provenance_of(path):
 
 
 def test_trained_sidecar_is_read_by_the_builder(sample_dir, trained, image_ids, tmp_path):
-    builder = CocoUnified(config_name="no_images", data_dir=str(sample_dir), doc2vec_path=str(trained), cache_dir=str(tmp_path))
+    builder = CocoUnified(
+        config_name="no_images", data_dir=str(sample_dir), doc2vec_path=str(trained), cache_dir=str(tmp_path)
+    )
     builder.download_and_prepare()
     dataset = builder.as_dataset("train").with_format("numpy")
     assert dataset["image_id"].tolist() == image_ids
@@ -87,7 +96,16 @@ def test_trained_sidecar_records_its_provenance(trained, trained_model, image_id
     assert model["source"] == "trained on this pool"
     assert model["sha256"] == file_sha256(trained_model)
     assert model["weights_sha256"] == weights_sha256(Doc2Vec.load(str(trained_model)))
-    expected_training = {"epochs": 50, "seed": 7, "workers": 1, "reproducible": True, "documents": len(image_ids), "dm": 0, "window": 15, "sample": 1e-5}
+    expected_training = {
+        "epochs": 50,
+        "seed": 7,
+        "workers": 1,
+        "reproducible": True,
+        "documents": len(image_ids),
+        "dm": 0,
+        "window": 15,
+        "sample": 1e-5,
+    }
     assert {name: model["training"][name] for name in expected_training} == expected_training
     expected_inference = {"epochs": 100, "alpha": 0.1, "seed": 7, "per_caption": False}
     assert {name: provenance["inference"][name] for name in expected_inference} == expected_inference
@@ -127,10 +145,26 @@ def test_per_caption_vectors(sample_dir, trained, trained_model, records, image_
     assert provenance_of(output)["inference"]["per_caption"] is True
 
 
-def test_annotations_from_a_mirror_give_the_same_vectors(mirror, trained, trained_model, image_ids, tmp_path, monkeypatch):
+def test_annotations_from_a_mirror_give_the_same_vectors(
+    mirror, trained, trained_model, image_ids, tmp_path, monkeypatch
+):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # aiohttp would send loopback requests to a proxy
     output = tmp_path / "from_mirror.parquet"
-    build_doc2vec.build(build_doc2vec.parse_args(["--base-url", mirror.base_url, "--output", str(output), "--seed", "7", *INFERENCE, "--model", str(trained_model)]))
+    build_doc2vec.build(
+        build_doc2vec.parse_args(
+            [
+                "--base-url",
+                mirror.base_url,
+                "--output",
+                str(output),
+                "--seed",
+                "7",
+                *INFERENCE,
+                "--model",
+                str(trained_model),
+            ]
+        )
+    )
     assert np.array_equal(vectors_of(output, image_ids), vectors_of(trained, image_ids))
     assert provenance_of(output)["source"] == mirror.base_url
 
@@ -147,26 +181,50 @@ def test_one_and_two_workers_give_identical_vectors(sample_dir, trained, trained
 
 def test_same_seed_trains_the_same_model_whatever_the_hash_seed(sample_dir):
     script = (
-        "import sys; from tools.pool import read_pool; from tools.text import tokenize_captions, join_captions; "
-        "from tools.doc2vec_model import TrainingSettings, train_model, weights_sha256; "
+        "import sys; from tools.lib.pool import read_pool; from tools.lib.text import tokenize_captions, join_captions; "
+        "from tools.lib.doc2vec_model import TrainingSettings, train_model, weights_sha256; "
         "documents = [join_captions(c) for c in tokenize_captions([r.captions for r in read_pool(sys.argv[1])])]; "
         "print(weights_sha256(train_model(documents, TrainingSettings(epochs=5, min_count=5, seed=3, workers=1))))"
     )
     digests = []
     for hash_seed in ("1", "2"):
         environment = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        result = subprocess.run([sys.executable, "-c", script, str(sample_dir)], cwd=REPO, env=environment, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(sample_dir)],
+            cwd=REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         digests.append(result.stdout.split()[-1])
     assert digests[0] == digests[1]
 
 
-def test_an_interrupted_run_resumes_from_its_last_finished_chunk(sample_dir, trained_model, records, image_ids, tmp_path, caplog):
+def test_an_interrupted_run_resumes_from_its_last_finished_chunk(
+    sample_dir, trained_model, records, image_ids, tmp_path, caplog
+):
     output = tmp_path / "resumed.parquet"
     work_dir = Path(f"{output}.parts")
     # 1000 epochs make the run last seconds, so it can be killed between chunks.
-    slow = ["--model", str(trained_model), "--infer-epochs", "1000", "--infer-alpha", "0.1", "--chunk-images", "20", "--workers", "1", "--seed", "7"]
-    command = [sys.executable, "-m", "tools.build_doc2vec", "--data-dir", str(sample_dir), "--output", str(output), *slow]
-    run = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    slow = [
+        "--model",
+        str(trained_model),
+        "--infer-epochs",
+        "1000",
+        "--infer-alpha",
+        "0.1",
+        "--chunk-images",
+        "20",
+        "--workers",
+        "1",
+        "--seed",
+        "7",
+    ]
+    command = [sys.executable, "-m", "tools.doc2vec", "--data-dir", str(sample_dir), "--output", str(output), *slow]
+    run = subprocess.Popen(
+        command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 60
         while not list(work_dir.glob("chunk-*.npy")) and run.poll() is None and time.monotonic() < deadline:
@@ -237,8 +295,16 @@ def test_train_ids_outside_the_pool_are_refused(sample_dir, image_ids, tmp_path)
 def test_sidecar_missing_an_image_is_refused_by_the_builder(sample_dir, trained, image_ids, tmp_path):
     incomplete = tmp_path / "incomplete.parquet"
     write_doc2vec_sidecar(str(incomplete), image_ids[1:], vectors_of(trained, image_ids)[1:], provenance_of(trained))
-    builder = CocoUnified(config_name="no_images", data_dir=str(sample_dir), doc2vec_path=str(incomplete), cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(CocoError, match=rf"no Doc2Vec vector for 1 images of the pool \(e\.g\. \[{image_ids[0]}\]\).*build_doc2vec"):
+    builder = CocoUnified(
+        config_name="no_images",
+        data_dir=str(sample_dir),
+        doc2vec_path=str(incomplete),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with pytest.raises(
+        CocoError,
+        match=rf"no Doc2Vec vector for 1 images of the pool \(e\.g\. \[{image_ids[0]}\]\).*coco-unified doc2vec",
+    ):
         builder.download_and_prepare()
 
 
@@ -258,7 +324,16 @@ def test_training_options_with_a_given_model_are_refused(capsys):
 
 def test_export_arrays_writes_the_reference_layout(sample_dir, trained, records, image_ids, tmp_path):
     out = tmp_path / "export"
-    arguments = ["--data-dir", str(sample_dir), "--doc2vec-path", str(trained), "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    arguments = [
+        "--data-dir",
+        str(sample_dir),
+        "--doc2vec-path",
+        str(trained),
+        "--output-dir",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert export_arrays.main([*arguments, "--num-query", "40", "--train-sizes", "50", "100"]) == 0
     count, labeled = len(records), [record.index for record in records if record.labels]
 
@@ -276,7 +351,10 @@ def test_export_arrays_writes_the_reference_layout(sample_dir, trained, records,
     class_names = (out / "class-name.txt").read_text().splitlines()
     assert len(class_names) == 80 and class_names[0] == "1 person" and class_names[-1] == "90 toothbrush"
 
-    protocol = {name: np.loadtxt(out / "protocol" / f"{name}.txt", dtype=np.int64).tolist() for name in ("query", "database", "train_50", "train_100")}
+    protocol = {
+        name: np.loadtxt(out / "protocol" / f"{name}.txt", dtype=np.int64).tolist()
+        for name in ("query", "database", "train_50", "train_100")
+    }
     assert len(protocol["query"]) == 40 and sorted(protocol["query"] + protocol["database"]) == labeled
     assert not set(protocol["query"]) & set(protocol["database"])
     assert set(protocol["train_50"]) < set(protocol["train_100"]) < set(protocol["database"])
@@ -288,7 +366,9 @@ def test_export_arrays_writes_the_reference_layout(sample_dir, trained, records,
 
 
 def test_evaluation_finds_meaning_beyond_chance(sample_dir, trained):
-    args = evaluate_doc2vec.parse_args(["--data-dir", str(sample_dir), "--sidecar", str(trained), "--max-queries", "200", "--workers", "2"])
+    args = evaluate_doc2vec.parse_args(
+        ["--data-dir", str(sample_dir), "--sidecar", str(trained), "--max-queries", "200", "--workers", "2"]
+    )
     results = evaluate_doc2vec.evaluate(args)
     captions, labels = results["caption_retrieval"], results["label_map"]
     assert captions["images"] == 200 and labels["queries"] == 200
@@ -300,9 +380,21 @@ def test_evaluation_finds_meaning_beyond_chance(sample_dir, trained):
 
 
 def test_protocol_database_ids_keep_queries_out_of_training(sample_dir, records, tmp_path):
-    assert protocol.main(["--data-dir", str(sample_dir), "--output-dir", str(tmp_path), "--num-query", "40", "--train-sizes", "50"]) == 0
+    assert (
+        protocol.main(
+            ["--data-dir", str(sample_dir), "--output-dir", str(tmp_path), "--num-query", "40", "--train-sizes", "50"]
+        )
+        == 0
+    )
     database_ids = (tmp_path / protocol.DATABASE_IMAGE_IDS).read_text().split()
-    output = build(sample_dir, tmp_path / "database_only.parquet", "--epochs", "5", "--train-ids", str(tmp_path / protocol.DATABASE_IMAGE_IDS))
+    output = build(
+        sample_dir,
+        tmp_path / "database_only.parquet",
+        "--epochs",
+        "5",
+        "--train-ids",
+        str(tmp_path / protocol.DATABASE_IMAGE_IDS),
+    )
     training = provenance_of(output)["model"]["training"]
     assert training["documents"] == len(database_ids) == sum(1 for record in records if record.labels) - 40
     assert training["train_ids"]["sha256"] == file_sha256(tmp_path / protocol.DATABASE_IMAGE_IDS)

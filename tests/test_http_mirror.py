@@ -1,4 +1,4 @@
-"""tools.http_mirror against real clients: fsspec (aiohttp), requests and http.client."""
+"""tools.fakes.http_mirror against real clients: fsspec (aiohttp), requests and http.client."""
 
 import contextlib
 import http.client
@@ -16,7 +16,7 @@ import fsspec
 import pytest
 import requests
 
-from tools.http_mirror import CHUNK_SIZE, COCO_LAYOUT, serve_mirror
+from tools.fakes.http_mirror import CHUNK_SIZE, COCO_LAYOUT, serve_mirror
 
 # Bigger than two send chunks, so ranges and patches can straddle a chunk boundary.
 BLOB_SIZE = 2 * CHUNK_SIZE + 12_345
@@ -105,7 +105,7 @@ def test_satisfiable_range_gets_206_with_those_bytes(connection, blob, range_hea
     response, body = request(connection, "GET", "/blob.bin", {"Range": range_header})
     assert response.status == 206
     assert response.headers["Content-Range"] == f"bytes {first}-{last}/{BLOB_SIZE}"
-    assert body == blob[first:last + 1]
+    assert body == blob[first : last + 1]
 
 
 @pytest.mark.parametrize("range_header", ["bytes=5-3", "bytes=0-1,5-6", "items=0-1", "bytes=-"])
@@ -115,9 +115,7 @@ def test_range_the_server_does_not_understand_gets_whole_file(connection, blob, 
     assert body == blob
 
 
-@pytest.mark.parametrize(
-    "range_header", [f"bytes={BLOB_SIZE}-", f"bytes={BLOB_SIZE + 5}-{BLOB_SIZE + 9}", "bytes=-0"]
-)
+@pytest.mark.parametrize("range_header", [f"bytes={BLOB_SIZE}-", f"bytes={BLOB_SIZE + 5}-{BLOB_SIZE + 9}", "bytes=-0"])
 def test_unsatisfiable_range_gets_416(connection, range_header):
     response, body = request(connection, "GET", "/blob.bin", {"Range": range_header})
     assert response.status == 416
@@ -134,7 +132,7 @@ def test_paths_outside_the_served_files_get_404(connection, path):
 def test_fsspec_ranged_stream_returns_exactly_the_range(mirror, blob):
     first, last = CHUNK_SIZE - 1000, CHUNK_SIZE + 70_000
     received = read_stream(mirror.url("blob.bin"), f"bytes={first}-{last}")
-    assert received == blob[first:last + 1]
+    assert received == blob[first : last + 1]
 
 
 def test_concurrent_ranged_gets_are_served_promptly(mirror, blob):
@@ -231,7 +229,7 @@ def test_corrupt_serves_other_bytes_across_chunks_and_leaves_the_file(mirror, mi
     offset, bad = CHUNK_SIZE - 3, b"\x00\x01\x02\x03\x04\x05"
     mirror.corrupt("blob.bin", offset, bad)
     served = requests.get(mirror.url("blob.bin")).content
-    assert served == blob[:offset] + bad + blob[offset + len(bad):]
+    assert served == blob[:offset] + bad + blob[offset + len(bad) :]
     assert read_stream(mirror.url("blob.bin"), f"bytes={offset + 2}-{offset + 3}") == bad[2:4]
     assert (mirror_root / "blob.bin").read_bytes() == blob
     mirror.clear_faults()
@@ -273,9 +271,7 @@ def test_coco_layout_serves_the_official_paths_only(coco_mirror, mirror_root):
 
 
 def test_leaving_the_block_closes_idle_connections_and_the_port(mirror_root):
-    with serve_mirror(mirror_root, layout="plain") as mirror, contextlib.closing(
-        connect(mirror)
-    ) as connection:
+    with serve_mirror(mirror_root, layout="plain") as mirror, contextlib.closing(connect(mirror)) as connection:
         assert request(connection, "HEAD", "/blob.bin")[0].status == 200
     with pytest.raises(ConnectionError):
         request(connection, "HEAD", "/blob.bin")
@@ -289,17 +285,13 @@ def test_loopback_bypasses_a_configured_proxy(mirror_root, monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     with serve_mirror(mirror_root, layout="plain") as mirror:
         # trust_env=True, as datasets sets it, makes aiohttp read the proxy variables.
-        proxied_fs = fsspec.filesystem(
-            "http", client_kwargs={"trust_env": True}, skip_instance_cache=True
-        )
+        proxied_fs = fsspec.filesystem("http", client_kwargs={"trust_env": True}, skip_instance_cache=True)
         assert proxied_fs.size(mirror.url("blob.bin")) == BLOB_SIZE
     assert "127.0.0.1" in os.environ["NO_PROXY"].split(",")
 
 
 def test_command_line_serves_a_directory(mirror_root):
-    command = [
-        sys.executable, "-m", "tools.http_mirror", str(mirror_root), "--layout", "plain", "--port", "0"
-    ]
+    command = [sys.executable, "-m", "tools.fakes.http_mirror", str(mirror_root), "--layout", "plain", "--port", "0"]
     with subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True) as server:
         try:
             banner = server.stderr.readline()

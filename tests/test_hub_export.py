@@ -1,4 +1,4 @@
-"""tools/push_to_hub.py: the exported Parquet folder loads as the Hub would serve it, with the builder's rows.
+"""tools/push.py: the exported Parquet folder loads as the Hub would serve it, with the builder's rows.
 
 Runs under datasets 3.6 and under the newest datasets (scripts/test.sh runs this file in both).
 """
@@ -15,11 +15,15 @@ import yaml
 
 import coco_unified
 from coco_unified import CocoUnified
-from tools import push_to_hub
+from tools import push as push_to_hub
 
 SHARD_SIZE = "100KB"  # the sample's image configs (~400 KB) then span several shards
 # The sample has 243 labeled images: the protocol's default 5,000 queries would not fit.
-PROTOCOL_KWARGS = ["--config-kwarg", "num_query=20", "--config-kwarg", "num_train=50"] if "protocol" in CocoUnified.builder_configs else []
+PROTOCOL_KWARGS = (
+    ["--config-kwarg", "num_query=20", "--config-kwarg", "num_train=50"]
+    if "protocol" in CocoUnified.builder_configs
+    else []
+)
 CONFIGS = list(CocoUnified.builder_configs)
 
 
@@ -40,7 +44,9 @@ def exported(sample_dir, sidecar, tmp_path_factory):
 
 def builder_rows(root, sample_dir, sidecar, config, split):
     kwargs = dict(num_query=20, num_train=50) if PROTOCOL_KWARGS else {}
-    builder = CocoUnified(config_name=config, data_dir=str(sample_dir), doc2vec_path=str(sidecar), cache_dir=str(root / "cache"), **kwargs)
+    builder = CocoUnified(
+        config_name=config, data_dir=str(sample_dir), doc2vec_path=str(sidecar), cache_dir=str(root / "cache"), **kwargs
+    )
     builder.download_and_prepare()
     return raw_rows(builder.as_dataset(split))
 
@@ -52,7 +58,12 @@ def raw_rows(dataset):
 
 
 def splits_of(root, config):
-    return sorted({os.path.basename(path).split("-")[0] for path in glob.glob(str(root / "folder" / "data" / config / "*.parquet"))})
+    return sorted(
+        {
+            os.path.basename(path).split("-")[0]
+            for path in glob.glob(str(root / "folder" / "data" / config / "*.parquet"))
+        }
+    )
 
 
 def card_yaml(folder) -> dict:
@@ -66,7 +77,9 @@ def card_yaml(folder) -> dict:
 @pytest.mark.parametrize("config", CONFIGS)
 def test_folder_loads_with_the_builders_rows(exported, sample_dir, sidecar, config, streaming):
     for split in splits_of(exported, config):
-        loaded = datasets.load_dataset(str(exported / "folder"), config, split=split, streaming=streaming, cache_dir=str(exported / "loaded"))
+        loaded = datasets.load_dataset(
+            str(exported / "folder"), config, split=split, streaming=streaming, cache_dir=str(exported / "loaded")
+        )
         expected = builder_rows(exported, sample_dir, sidecar, config, split)
         assert loaded.features == CocoUnified(config_name=config, doc2vec_path=str(sidecar)).info.features
         assert raw_rows(loaded) == expected
@@ -79,9 +92,13 @@ def test_card_declares_every_config_with_its_files_and_features(exported):
     assert sorted(declared) == sorted(CONFIGS)
     for config, files in declared.items():
         for entry in files:
-            assert glob.glob(str(exported / "folder" / entry["path"])), f"{config}/{entry['split']}: no file matches {entry['path']}"
+            assert glob.glob(str(exported / "folder" / entry["path"])), (
+                f"{config}/{entry['split']}: no file matches {entry['path']}"
+            )
     infos = {entry["config_name"]: entry for entry in card["dataset_info"]}
-    assert [feature["name"] for feature in infos["default"]["features"]] == list(CocoUnified(config_name="default").info.features)
+    assert [feature["name"] for feature in infos["default"]["features"]] == list(
+        CocoUnified(config_name="default").info.features
+    )
     assert "image" not in [feature["name"] for feature in infos["no_images"]["features"]]
 
 
@@ -92,7 +109,9 @@ def test_card_records_the_doc2vec_provenance(exported):
 def test_shards_and_row_groups(exported, oracle):
     paths = sorted(glob.glob(str(exported / "folder" / "data" / "default" / "train-*.parquet")))
     assert len(paths) > 1
-    assert [os.path.basename(path) for path in paths] == [push_to_hub.shard_file_name("train", i, len(paths)) for i in range(len(paths))]
+    assert [os.path.basename(path) for path in paths] == [
+        push_to_hub.shard_file_name("train", i, len(paths)) for i in range(len(paths))
+    ]
     rows = 0
     for path in paths:
         metadata = pq.ParquetFile(path).metadata
@@ -107,7 +126,9 @@ def test_shard_plan_covers_every_row_once():
     assert plan.num_shards == 4
     assert sum(plan.shard_rows(shard) for shard in range(4)) == 1003
     assert all(sum(plan.row_groups(shard)) == plan.shard_rows(shard) for shard in range(4))
-    assert push_to_hub.ShardPlan.for_split(num_rows=2, num_bytes=10**9, shard_size=1, row_group_rows=100).num_shards == 2
+    assert (
+        push_to_hub.ShardPlan.for_split(num_rows=2, num_bytes=10**9, shard_size=1, row_group_rows=100).num_shards == 2
+    )
 
 
 def test_recut_slices_batches_into_exact_sizes():
@@ -130,25 +151,57 @@ def test_upload_creates_the_repo_and_uploads_the_folder(sample_dir, sidecar, tmp
             calls.append(("upload_folder", (), kwargs))
 
     monkeypatch.setattr(push_to_hub, "HfApi", RecordingApi)
-    args = export_args(sample_dir, sidecar, tmp_path / "cache", tmp_path / "folder", "--configs", "no_images", "--repo-id", "me/coco", "--private")
+    args = export_args(
+        sample_dir,
+        sidecar,
+        tmp_path / "cache",
+        tmp_path / "folder",
+        "--configs",
+        "no_images",
+        "--repo-id",
+        "me/coco",
+        "--private",
+    )
     assert push_to_hub.main(args) == 0
     assert calls[0] == ("create_repo", ("me/coco",), {"repo_type": "dataset", "private": True, "exist_ok": True})
     upload = calls[1][2]
-    assert (upload["repo_id"], upload["folder_path"], upload["repo_type"]) == ("me/coco", str(tmp_path / "folder"), "dataset")
+    assert (upload["repo_id"], upload["folder_path"], upload["repo_type"]) == (
+        "me/coco",
+        str(tmp_path / "folder"),
+        "dataset",
+    )
     assert upload["delete_patterns"] == ["data/no_images/*"]
 
 
 def test_script_mode_stages_the_script_infos_card_and_sidecar(sidecar, tmp_path, capsys):
-    assert push_to_hub.main(["--mode", "script", "--doc2vec-path", str(sidecar), "--output", str(tmp_path), "--dry-run"]) == 0
+    assert (
+        push_to_hub.main(["--mode", "script", "--doc2vec-path", str(sidecar), "--output", str(tmp_path), "--dry-run"])
+        == 0
+    )
     listed = capsys.readouterr().out.split()
-    assert sorted(listed) == sorted(["README.md", "coco_unified.py", "dataset_infos.json", coco_unified.DOC2VEC_SIDECAR])
+    assert sorted(listed) == sorted(
+        ["README.md", "coco_unified.py", "dataset_infos.json", coco_unified.DOC2VEC_SIDECAR]
+    )
     assert (tmp_path / "coco_unified.py").read_bytes() == open(coco_unified.__file__, "rb").read()
     assert "trust_remote_code=True" in (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "configs" not in card_yaml(tmp_path)  # data-file configs would hide the script
 
 
 def test_script_mode_without_sidecar_names_the_fix(tmp_path):
-    assert push_to_hub.main(["--mode", "script", "--doc2vec-path", str(tmp_path / "missing.parquet"), "--output", str(tmp_path / "out"), "--dry-run"]) == 1
+    assert (
+        push_to_hub.main(
+            [
+                "--mode",
+                "script",
+                "--doc2vec-path",
+                str(tmp_path / "missing.parquet"),
+                "--output",
+                str(tmp_path / "out"),
+                "--dry-run",
+            ]
+        )
+        == 1
+    )
 
 
 def test_bad_arguments_are_refused_clearly(tmp_path, capsys):

@@ -6,17 +6,39 @@ import numpy as np
 import pytest
 
 from coco_unified import CocoUnified
-from tools import push_to_hub
+from tools import push as push_to_hub
 
-COMPARED = ("index", "image_id", "file_name", "coco_split", "width", "height", "captions", "caption_ids", "labels", "multi_hot")
+COMPARED = (
+    "index",
+    "image_id",
+    "file_name",
+    "coco_split",
+    "width",
+    "height",
+    "captions",
+    "caption_ids",
+    "labels",
+    "multi_hot",
+)
 
 
 @pytest.fixture(scope="module")
 def exported(sample_dir, sidecar, tmp_path_factory):
     root = tmp_path_factory.mktemp("dask_export")
-    args = ["--data-dir", str(sample_dir), "--doc2vec-path", str(sidecar), "--cache-dir", str(root / "cache"), "--output", str(root / "folder")]
+    args = [
+        "--data-dir",
+        str(sample_dir),
+        "--doc2vec-path",
+        str(sidecar),
+        "--cache-dir",
+        str(root / "cache"),
+        "--output",
+        str(root / "folder"),
+    ]
     assert push_to_hub.main([*args, "--configs", "default", "--shard-size", "100KB", "--dry-run"]) == 0
-    builder = CocoUnified(config_name="default", data_dir=str(sample_dir), doc2vec_path=str(sidecar), cache_dir=str(root / "cache"))
+    builder = CocoUnified(
+        config_name="default", data_dir=str(sample_dir), doc2vec_path=str(sidecar), cache_dir=str(root / "cache")
+    )
     builder.download_and_prepare()
     return root / "folder", builder.as_dataset("train").cast_column("image", datasets.Image(decode=False))
 
@@ -36,4 +58,6 @@ def test_dask_reads_the_builders_rows_partition_by_partition(exported):
     for row, want in zip(rows, expected):
         assert {column: as_python(row[column]) for column in COMPARED} == {column: want[column] for column in COMPARED}
         assert row["image"]["bytes"] == want["image"]["bytes"]
-        assert np.array_equal(np.asarray(row["doc2vec"], dtype=np.float32), np.asarray(want["doc2vec"], dtype=np.float32))
+        assert np.array_equal(
+            np.asarray(row["doc2vec"], dtype=np.float32), np.asarray(want["doc2vec"], dtype=np.float32)
+        )

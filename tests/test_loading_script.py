@@ -40,10 +40,18 @@ LOAD_AND_SUMMARISE = textwrap.dedent(
 
 
 def load_in_fresh_process(script, config, data_dir, streaming, tmp_path):
-    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_DATASETS_CACHE=str(tmp_path / "datasets"), HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        HF_MODULES_CACHE=str(tmp_path / "modules"),
+        HF_DATASETS_CACHE=str(tmp_path / "datasets"),
+        HF_HUB_OFFLINE="1",
+    )
     result = subprocess.run(
         [sys.executable, "-c", LOAD_AND_SUMMARISE, str(script), config, str(data_dir), "1" if streaming else "0"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
@@ -59,13 +67,17 @@ def script_beside_sidecar(tmp_path, oracle):
         shutil.copy(os.path.join(repo, name), folder / name)
     image_ids = sorted(oracle)
     vectors = np.arange(len(image_ids) * 300, dtype=np.float32).reshape(-1, 300)
-    coco_unified.write_doc2vec_sidecar(str(folder / coco_unified.DOC2VEC_SIDECAR), image_ids, vectors, {"model": "test"})
+    coco_unified.write_doc2vec_sidecar(
+        str(folder / coco_unified.DOC2VEC_SIDECAR), image_ids, vectors, {"model": "test"}
+    )
     return folder / "coco_unified.py", vectors.sum(axis=1, dtype=np.float64)
 
 
 @pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts; test_builder.py covers the class")
 @pytest.mark.parametrize("streaming", [False, True])
-def test_load_dataset_runs_the_script_with_its_default_sidecar(streaming, script_beside_sidecar, sample_dir, oracle, tmp_path):
+def test_load_dataset_runs_the_script_with_its_default_sidecar(
+    streaming, script_beside_sidecar, sample_dir, oracle, tmp_path
+):
     script, doc2vec_sums = script_beside_sidecar
     summary, _ = load_in_fresh_process(script, "default", sample_dir, streaming, tmp_path)
     assert summary["image_ids"] == sorted(oracle)

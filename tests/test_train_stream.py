@@ -1,17 +1,19 @@
 """examples/train_stream.py: every example exactly once per epoch across DataLoader workers and ranks.
 
-For both sources: the script builder streaming a local COCO copy, and a folder exported by tools/push_to_hub.py.
+For both sources: the script builder streaming a local COCO copy, and a folder exported by tools/push.py.
 """
 
 from collections import Counter
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is not installed in this environment (requirements.txt pins torch==2.13.0)")
+torch = pytest.importorskip(
+    "torch", reason="torch is not installed in this environment (requirements.txt pins torch==2.13.0)"
+)
 
 from coco_unified import CocoError  # noqa: E402
 from examples.train_stream import make_loader, open_pool, train, training_stream  # noqa: E402
-from tools import push_to_hub  # noqa: E402
+from tools import push as push_to_hub  # noqa: E402
 
 IMAGE_SIZE = 16  # small: the tests check coverage, not pixels
 EPOCHS = 2
@@ -20,7 +22,16 @@ EPOCHS = 2
 @pytest.fixture(scope="module")
 def exported_folder(sample_dir, sidecar, tmp_path_factory):
     root = tmp_path_factory.mktemp("train_stream")
-    args = ["--data-dir", str(sample_dir), "--doc2vec-path", str(sidecar), "--cache-dir", str(root / "cache"), "--output", str(root / "folder")]
+    args = [
+        "--data-dir",
+        str(sample_dir),
+        "--doc2vec-path",
+        str(sidecar),
+        "--cache-dir",
+        str(root / "cache"),
+        "--output",
+        str(root / "folder"),
+    ]
     # 100KB shards: the sample's ~400 KB of images split into 4 files, enough for 2 ranks x 2 workers.
     assert push_to_hub.main([*args, "--configs", "default", "--shard-size", "100KB", "--dry-run"]) == 0
     return root / "folder"
@@ -59,7 +70,9 @@ def test_two_workers_cover_the_pool_once_per_epoch(pool, oracle):
 
 
 def test_two_ranks_with_two_workers_each_cover_the_pool_once_per_epoch(pool, oracle):
-    streams = [training_stream(pool, rank=rank, world_size=2, image_size=IMAGE_SIZE, shuffle_buffer=64) for rank in range(2)]
+    streams = [
+        training_stream(pool, rank=rank, world_size=2, image_size=IMAGE_SIZE, shuffle_buffer=64) for rank in range(2)
+    ]
     for epoch in range(EPOCHS):
         per_rank = [epoch_indices(make_loader(stream, batch_size=32, workers=2), stream, epoch) for stream in streams]
         assert all(per_rank), "every rank gets examples"

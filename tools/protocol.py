@@ -15,33 +15,33 @@ configuration uses too; import it rather than re-implementing it):
 so every smaller training set lies inside every larger one, and all of them inside the database.
 Files (one 0-based pool index per line, ascending): query.txt, database.txt, train_<k>.txt; and
 database_image_ids.txt (COCO image ids) for `build_doc2vec --train-ids`, which keeps the query
-images out of Doc2Vec training. tools/export_arrays.py writes the same files beside the arrays.
+images out of Doc2Vec training. tools/export.py writes the same files beside the arrays.
 """
 
 import argparse
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from coco_unified import DEFAULT_NUM_QUERY, DEFAULT_TRAIN_SIZES, CocoError, Protocol, sample_protocol
-from tools.pool import add_source_arguments, read_pool
+from tools.lib.pool import add_source_arguments, read_pool
 
 logger = logging.getLogger(__name__)
 
 DATABASE_IMAGE_IDS = "database_image_ids.txt"
 
 
-def protocol_files(protocol: Protocol) -> Dict[str, np.ndarray]:
+def protocol_files(protocol: Protocol) -> dict[str, np.ndarray]:
     """File name -> the pool indices it lists."""
     named = {"query.txt": protocol.query, "database.txt": protocol.database}
     named.update({f"train_{size}.txt": indices for size, indices in protocol.train.items()})
     return named
 
 
-def write_protocol(directory: str, protocol: Protocol, image_ids: Sequence[int]) -> List[str]:
+def write_protocol(directory: str, protocol: Protocol, image_ids: Sequence[int]) -> list[str]:
     """Write the index files and the database's image ids; returns the paths written."""
     os.makedirs(directory, exist_ok=True)
     image_ids = np.asarray(image_ids, dtype=np.int64)
@@ -68,15 +68,17 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.protocol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.protocol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_source_arguments(parser)
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="where the index files go")
     add_protocol_arguments(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
-from typing import Hashable, Iterator, List, Sequence, Tuple
+from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 from gensim.models.doc2vec import Doc2Vec
@@ -20,8 +20,8 @@ from tqdm import tqdm
 # PYTHONHASHSEED accepts 0..2**32 - 1.
 MAX_SEED = 2**32 - 1
 
-Document = List[str]
-Task = Tuple[Hashable, Sequence[Document]]
+Document = list[str]
+Task = tuple[Hashable, Sequence[Document]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +58,11 @@ def infer_document(model: Doc2Vec, words: Document, settings: InferenceSettings)
     return model.infer_vector(words, alpha=settings.alpha, min_alpha=settings.min_alpha, epochs=settings.epochs)
 
 
-def _infer_task(task: Task) -> Tuple[Hashable, np.ndarray]:
+def _infer_task(task: Task) -> tuple[Hashable, np.ndarray]:
     if os.environ.get("PYTHONHASHSEED") != str(_worker_settings.seed):
-        raise RuntimeError("an inference worker runs without PYTHONHASHSEED set to the seed; its vectors would not be reproducible")
+        raise RuntimeError(
+            "an inference worker runs without PYTHONHASHSEED set to the seed; its vectors would not be reproducible"
+        )
     key, documents = task
     vectors = np.stack([infer_document(_worker_model, words, _worker_settings) for words in documents])
     return key, vectors.astype(np.float32, copy=False)
@@ -80,7 +82,15 @@ def _environment(name: str, value: str):
             os.environ[name] = previous
 
 
-def infer_tasks(model_path: str, tasks: Sequence[Task], settings: InferenceSettings, workers: int, description: str = "inference", done_documents: int = 0, total_documents: int = 0) -> Iterator[Tuple[Hashable, np.ndarray]]:
+def infer_tasks(
+    model_path: str,
+    tasks: Sequence[Task],
+    settings: InferenceSettings,
+    workers: int,
+    description: str = "inference",
+    done_documents: int = 0,
+    total_documents: int = 0,
+) -> Iterator[tuple[Hashable, np.ndarray]]:
     """(key, float32 vectors of the task's documents) for every task, in order of completion.
 
     `workers` fresh processes load the saved model at `model_path`; a progress bar counts
@@ -95,13 +105,22 @@ def infer_tasks(model_path: str, tasks: Sequence[Task], settings: InferenceSetti
         # stays set while the pool lives, for the workers it starts to replace dead ones.
         context = multiprocessing.get_context("spawn")
         with _environment("PYTHONHASHSEED", str(settings.seed)):
-            with context.Pool(min(workers, len(tasks)), initializer=_start_worker, initargs=(model_path, settings)) as pool:
+            with context.Pool(
+                min(workers, len(tasks)), initializer=_start_worker, initargs=(model_path, settings)
+            ) as pool:
                 for key, vectors in pool.imap_unordered(_infer_task, tasks):
                     progress.update(len(vectors))
                     yield key, vectors
 
 
-def infer_all(model_path: str, documents: Sequence[Document], settings: InferenceSettings, workers: int, description: str = "inference", documents_per_task: int = 256) -> np.ndarray:
+def infer_all(
+    model_path: str,
+    documents: Sequence[Document],
+    settings: InferenceSettings,
+    workers: int,
+    description: str = "inference",
+    documents_per_task: int = 256,
+) -> np.ndarray:
     """Vectors of `documents`, in their order."""
     starts = range(0, len(documents), documents_per_task)
     tasks = [(start, documents[start : start + documents_per_task]) for start in starts]

@@ -1,6 +1,6 @@
 """Write synthetic archives shaped like the MS COCO 2017 downloads, for tests and benchmarks.
 
-    python -m tools.make_sample_coco OUT_DIR [--scale F] [--seed S]
+    python -m tools.fakes.sample_coco OUT_DIR [--scale F] [--seed S]
 
 OUT_DIR receives the three files of the official download, under the same names and layout:
 
@@ -35,9 +35,9 @@ import random
 import re
 import zipfile
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -96,7 +96,7 @@ CATEGORY_NAME_BY_ID = {category_id: name for category_id, name, _ in CATEGORIES}
 PERSON_ID = next(category_id for category_id, name, _ in CATEGORIES if name == "person")
 
 INFO = {
-    "description": "Synthetic sample shaped like the COCO 2017 Dataset (tools/make_sample_coco.py)",
+    "description": "Synthetic sample shaped like the COCO 2017 Dataset (tools/fakes/sample_coco.py)",
     "url": "http://cocodataset.org",
     "version": "1.0",
     "year": 2017,
@@ -105,31 +105,62 @@ INFO = {
 }
 # COCO's eight licences, ids 1..8 in this order.
 LICENSE_URLS_AND_NAMES = (
-    ("http://creativecommons.org/licenses/by-nc-sa/2.0/",
-     "Attribution-NonCommercial-ShareAlike License"),
+    ("http://creativecommons.org/licenses/by-nc-sa/2.0/", "Attribution-NonCommercial-ShareAlike License"),
     ("http://creativecommons.org/licenses/by-nc/2.0/", "Attribution-NonCommercial License"),
-    ("http://creativecommons.org/licenses/by-nc-nd/2.0/",
-     "Attribution-NonCommercial-NoDerivs License"),
+    ("http://creativecommons.org/licenses/by-nc-nd/2.0/", "Attribution-NonCommercial-NoDerivs License"),
     ("http://creativecommons.org/licenses/by/2.0/", "Attribution License"),
     ("http://creativecommons.org/licenses/by-sa/2.0/", "Attribution-ShareAlike License"),
     ("http://creativecommons.org/licenses/by-nd/2.0/", "Attribution-NoDerivs License"),
     ("http://flickr.com/commons/usage/", "No known copyright restrictions"),
     ("http://www.usa.gov/copyright.shtml", "United States Government Work"),
 )
-LICENSES = [{"url": url, "id": license_id, "name": name}
-            for license_id, (url, name) in enumerate(LICENSE_URLS_AND_NAMES, start=1)]
+LICENSES = [
+    {"url": url, "id": license_id, "name": name}
+    for license_id, (url, name) in enumerate(LICENSE_URLS_AND_NAMES, start=1)
+]
 PERSON_KEYPOINTS_CATEGORY = {
     "supercategory": "person",
     "id": PERSON_ID,
     "name": "person",
     "keypoints": [
-        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
-        "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
-        "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+        "nose",
+        "left_eye",
+        "right_eye",
+        "left_ear",
+        "right_ear",
+        "left_shoulder",
+        "right_shoulder",
+        "left_elbow",
+        "right_elbow",
+        "left_wrist",
+        "right_wrist",
+        "left_hip",
+        "right_hip",
+        "left_knee",
+        "right_knee",
+        "left_ankle",
+        "right_ankle",
     ],
     "skeleton": [
-        [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8],
-        [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
+        [16, 14],
+        [14, 12],
+        [17, 15],
+        [15, 13],
+        [12, 13],
+        [6, 12],
+        [7, 13],
+        [6, 7],
+        [6, 8],
+        [7, 9],
+        [8, 10],
+        [9, 11],
+        [2, 3],
+        [1, 2],
+        [1, 3],
+        [2, 4],
+        [3, 5],
+        [4, 6],
+        [5, 7],
     ],
 }
 KEYPOINT_COUNT = len(PERSON_KEYPOINTS_CATEGORY["keypoints"])
@@ -147,8 +178,22 @@ CAPTION_TEMPLATES = (
 ADJECTIVES = ("small", "large", "white", "black", "red", "old", "young", "wooden", "brown", "big")
 POSES = ("sitting", "standing", "parked", "lying", "resting", "waiting", "shown", "placed")
 PREPOSITIONS = ("on", "in", "near", "next to", "under", "in front of", "on top of", "beside")
-PLACES = ("table", "street", "field", "kitchen", "beach", "room", "grass", "road", "counter",
-          "window", "sidewalk", "park", "city street", "living room")
+PLACES = (
+    "table",
+    "street",
+    "field",
+    "kitchen",
+    "beach",
+    "room",
+    "grass",
+    "road",
+    "counter",
+    "window",
+    "sidewalk",
+    "park",
+    "city street",
+    "living room",
+)
 PEOPLE = ("man", "woman", "boy", "girl", "child", "person")
 SIGN_WORDS = ("stop", "open", "sale", "welcome", "one way")
 FOREIGN_PLACES = ("café", "crêperie", "bodega in São Paulo", "Bäckerei")
@@ -157,18 +202,18 @@ ARTICLE_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
 
 def break_line(text: str) -> str:
     middle = text.find(" ", len(text) // 2)
-    return text if middle < 0 else text[:middle] + "\n" + text[middle + 1:]
+    return text if middle < 0 else text[:middle] + "\n" + text[middle + 1 :]
 
 
 # (probability, edit), applied in this order: the untidiness of real COCO captions.
 CAPTION_QUIRKS = (
-    (0.20, lambda text: text.removesuffix(".")),          # no final period
-    (0.02, lambda text: text.removesuffix(".") + " ."),   # a space before the period
-    (0.05, lambda text: text[0].lower() + text[1:]),      # lower-case start
-    (0.01, lambda text: text.replace(" ", "  ", 1)),      # a double space
-    (0.003, break_line),                                  # a newline inside
-    (0.05, lambda text: text + " "),                      # trailing space
-    (0.01, lambda text: " " + text),                      # leading space
+    (0.20, lambda text: text.removesuffix(".")),  # no final period
+    (0.02, lambda text: text.removesuffix(".") + " ."),  # a space before the period
+    (0.05, lambda text: text[0].lower() + text[1:]),  # lower-case start
+    (0.01, lambda text: text.replace(" ", "  ", 1)),  # a double space
+    (0.003, break_line),  # a newline inside
+    (0.05, lambda text: text + " "),  # trailing space
+    (0.01, lambda text: " " + text),  # leading space
 )
 
 
@@ -242,20 +287,19 @@ def plan_counts(scale: float) -> dict[str, SplitCounts]:
         instances = max(round(real["instances"] * scale), images - unlabeled)
         sizes[split] = (images, captions, instances, unlabeled)
     labeled = {split: images - unlabeled for split, (images, _, _, unlabeled) in sizes.items()}
-    ones = label_ones_per_split(round(REAL_POOL_LABEL_ONES * scale), labeled,
-                                {split: size[2] for split, size in sizes.items()})
+    ones = label_ones_per_split(
+        round(REAL_POOL_LABEL_ONES * scale), labeled, {split: size[2] for split, size in sizes.items()}
+    )
     return {split: SplitCounts(*sizes[split], label_ones=ones[split]) for split in SPLITS}
 
 
-def label_ones_per_split(pool_ones: int, labeled: dict[str, int],
-                         instances: dict[str, int]) -> dict[str, int]:
+def label_ones_per_split(pool_ones: int, labeled: dict[str, int], instances: dict[str, int]) -> dict[str, int]:
     """Shares the pool's ones in proportion to labeled images, within what each split allows:
     at least one category per labeled image, and each pair needs an instance of its own."""
     train_ones = round(pool_ones * labeled["train2017"] / sum(labeled.values()))
     shares = {"train2017": train_ones, "val2017": pool_ones - train_ones}
     return {
-        split: min(max(shares[split], labeled[split]), instances[split],
-                   len(CATEGORIES) * labeled[split])
+        split: min(max(shares[split], labeled[split]), instances[split], len(CATEGORIES) * labeled[split])
         for split in SPLITS
     }
 
@@ -295,18 +339,22 @@ def plan_splits(counts: dict[str, SplitCounts], seed: int) -> list[Split]:
         split_file_ids, file_ids = np.split(file_ids, [split_counts.images + 1])
         split_caption_ids, caption_ids = np.split(caption_ids, [split_counts.captions])
         split_instance_ids, instance_ids = np.split(instance_ids, [split_counts.instances])
-        splits.append(plan_split(split, split_counts, split_file_ids, split_caption_ids,
-                                 split_instance_ids, rng))
+        splits.append(plan_split(split, split_counts, split_file_ids, split_caption_ids, split_instance_ids, rng))
     return splits
 
 
-def plan_split(name: str, counts: SplitCounts, file_ids: np.ndarray, caption_ids: np.ndarray,
-               instance_ids: np.ndarray, rng: np.random.Generator) -> Split:
+def plan_split(
+    name: str,
+    counts: SplitCounts,
+    file_ids: np.ndarray,
+    caption_ids: np.ndarray,
+    instance_ids: np.ndarray,
+    rng: np.random.Generator,
+) -> Split:
     files = len(file_ids)
     labeled_rows = np.flatnonzero(~random_mask(rng, counts.images, counts.unlabeled))
     pair_image, pair_category = draw_label_pairs(rng, labeled_rows, counts.label_ones)
-    instance_image, instance_category, instance_crowd = draw_instances(
-        rng, pair_image, pair_category, counts.instances)
+    instance_image, instance_category, instance_crowd = draw_instances(rng, pair_image, pair_category, counts.instances)
     # train2017.zip is the archive that needs Zip64 in reality.
     zip64_entries = max(MIN_ZIP64_ENTRIES, round(ZIP64_SHARE * files)) if name == "train2017" else 0
     return Split(
@@ -359,8 +407,7 @@ def draw_captions_per_image(rng: np.random.Generator, images: int, captions: int
     return per_image
 
 
-def draw_label_pairs(rng: np.random.Generator, labeled_rows: np.ndarray,
-                     ones: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_label_pairs(rng: np.random.Generator, labeled_rows: np.ndarray, ones: int) -> tuple[np.ndarray, np.ndarray]:
     """`ones` distinct (image row, category id) pairs, at least one per labeled image."""
     images, classes = len(labeled_rows), len(CATEGORIES)
     # Each image gets one category plus a share of the remaining ones (at most classes - 1 more).
@@ -376,8 +423,9 @@ def draw_label_pairs(rng: np.random.Generator, labeled_rows: np.ndarray,
     return labeled_rows[rows], CATEGORY_IDS[ranked[rows, ranks]]
 
 
-def draw_instances(rng: np.random.Generator, pair_image: np.ndarray, pair_category: np.ndarray,
-                   count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_instances(
+    rng: np.random.Generator, pair_image: np.ndarray, pair_category: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`count` instances, at least one per pair, in shuffled file order: (image row, category
     id, iscrowd)."""
     pairs = len(pair_image)
@@ -412,9 +460,9 @@ def encode_image(image_id: int, width: int, height: int, kind: ImageKind) -> byt
     red, green, blue, stripes = ((image_id * 2654435761) & 0xFFFFFFFF).to_bytes(4, "little")
     rows, columns = np.mgrid[0:height, 0:width]
     band = (rows + columns) // (2 + stripes % 7) % 2
-    pixels = np.stack(
-        [(red + 6 * columns) % 256, (green + 6 * rows) % 256, (blue + 128 * band) % 256], axis=-1
-    ).astype(np.uint8)
+    pixels = np.stack([(red + 6 * columns) % 256, (green + 6 * rows) % 256, (blue + 128 * band) % 256], axis=-1).astype(
+        np.uint8
+    )
     image = Image.fromarray(pixels)
     encoded = io.BytesIO()
     if kind == ImageKind.PNG_NAMED_JPG:
@@ -431,8 +479,7 @@ def write_image_entries(archive: zipfile.ZipFile, split: Split) -> None:
         pass  # opened rather than mkdir()ed so that a streamed archive gives it a data descriptor
     for row in tqdm(split.archive_order, desc=f"{split.name}.zip", unit="image"):
         image_id = int(split.file_ids[row])
-        data = encode_image(image_id, int(split.widths[row]), int(split.heights[row]),
-                            ImageKind(split.kinds[row]))
+        data = encode_image(image_id, int(split.widths[row]), int(split.heights[row]), ImageKind(split.kinds[row]))
         compress_type = zipfile.ZIP_DEFLATED if split.deflated[row] else zipfile.ZIP_STORED
         entry = zip_entry(f"{split.name}/{image_id:012d}.jpg", compress_type)
         with archive.open(entry, "w", force_zip64=bool(split.zip64[row])) as stream:
@@ -488,9 +535,13 @@ def dump_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=JSON_SEPARATORS)
 
 
-def write_coco_json(archive: zipfile.ZipFile, name: str, images: list[dict],
-                    annotation_chunks: Iterable[list[dict]],
-                    categories: list[dict] | None) -> None:
+def write_coco_json(
+    archive: zipfile.ZipFile,
+    name: str,
+    images: list[dict],
+    annotation_chunks: Iterable[list[dict]],
+    categories: list[dict] | None,
+) -> None:
     """Writes {info, licenses, images, annotations[, categories]} as a deflated entry, the
     annotations chunk by chunk: the instances file is ~450 MB at full scale."""
     head = dump_json({"info": INFO, "licenses": LICENSES, "images": images})
@@ -506,8 +557,7 @@ def write_coco_json(archive: zipfile.ZipFile, name: str, images: list[dict],
         if categories is not None:
             entry.write(f',"categories": {dump_json(categories)}'.encode())
         entry.write(b"}")
-    log.info("wrote %s (%d images, %.1f MB)", name, len(images),
-             archive.getinfo(name).file_size / 1e6)
+    log.info("wrote %s (%d images, %.1f MB)", name, len(images), archive.getinfo(name).file_size / 1e6)
 
 
 def image_records(split: Split, rng: np.random.Generator) -> list[dict]:
@@ -523,17 +573,19 @@ def image_records(split: Split, rng: np.random.Generator) -> list[dict]:
     for row, image_id in enumerate(split.image_ids.tolist()):
         file_name = f"{image_id:012d}.jpg"
         captured = first_capture + datetime.timedelta(seconds=int(captured_seconds[row]))
-        records.append({
-            "license": int(licenses[row]),
-            "file_name": file_name,
-            "coco_url": f"http://images.cocodataset.org/{split.name}/{file_name}",
-            "height": int(split.heights[row]),
-            "width": int(split.widths[row]),
-            "date_captured": captured.strftime("%Y-%m-%d %H:%M:%S"),
-            "flickr_url": f"http://farm{farms[row]}.staticflickr.com/{servers[row]}/"
-                          f"{photos[row]}_{secrets[row]:010x}_z.jpg",
-            "id": image_id,
-        })
+        records.append(
+            {
+                "license": int(licenses[row]),
+                "file_name": file_name,
+                "coco_url": f"http://images.cocodataset.org/{split.name}/{file_name}",
+                "height": int(split.heights[row]),
+                "width": int(split.widths[row]),
+                "date_captured": captured.strftime("%Y-%m-%d %H:%M:%S"),
+                "flickr_url": f"http://farm{farms[row]}.staticflickr.com/{servers[row]}/"
+                f"{photos[row]}_{secrets[row]:010x}_z.jpg",
+                "id": image_id,
+            }
+        )
     return records
 
 
@@ -541,13 +593,17 @@ def make_caption(index: int, object_names: list[str], rng: random.Random) -> str
     """A sentence about the image's objects. The first captions of a file use every template and
     every quirk once, so that each occurs at any scale."""
     names = object_names or CATEGORY_NAMES  # unlabeled images still show something
-    template = CAPTION_TEMPLATES[index] if index < len(CAPTION_TEMPLATES) else rng.choice(
-        CAPTION_TEMPLATES)
+    template = CAPTION_TEMPLATES[index] if index < len(CAPTION_TEMPLATES) else rng.choice(CAPTION_TEMPLATES)
     text = template.format(
-        thing=rng.choice(names), other=rng.choice(names), third=rng.choice(CATEGORY_NAMES),
-        adjective=rng.choice(ADJECTIVES), pose=rng.choice(POSES),
-        preposition=rng.choice(PREPOSITIONS), place=rng.choice(PLACES),
-        person=rng.choice(PEOPLE), sign=rng.choice(SIGN_WORDS),
+        thing=rng.choice(names),
+        other=rng.choice(names),
+        third=rng.choice(CATEGORY_NAMES),
+        adjective=rng.choice(ADJECTIVES),
+        pose=rng.choice(POSES),
+        preposition=rng.choice(PREPOSITIONS),
+        place=rng.choice(PLACES),
+        person=rng.choice(PEOPLE),
+        sign=rng.choice(SIGN_WORDS),
         foreign_place=rng.choice(FOREIGN_PLACES),
     )
     text = ARTICLE_BEFORE_VOWEL.sub(r"\1n ", text)
@@ -569,8 +625,7 @@ def caption_records(split: Split, rng: random.Random) -> list[dict]:
     image_and_text = []
     names = object_names_per_image(split)
     per_image = split.captions_per_image.tolist()
-    for row, image_id in enumerate(tqdm(split.image_ids.tolist(), desc=f"captions {split.name}",
-                                        unit="image")):
+    for row, image_id in enumerate(tqdm(split.image_ids.tolist(), desc=f"captions {split.name}", unit="image")):
         for _ in range(per_image[row]):
             image_and_text.append((image_id, make_caption(len(image_and_text), names[row], rng)))
     rng.shuffle(image_and_text)
@@ -580,14 +635,16 @@ def caption_records(split: Split, rng: random.Random) -> list[dict]:
     ]
 
 
-def draw_polygons(rng: np.random.Generator, widths: np.ndarray,
-                  heights: np.ndarray) -> tuple[list[float], list[int], list, list[float]]:
+def draw_polygons(
+    rng: np.random.Generator, widths: np.ndarray, heights: np.ndarray
+) -> tuple[list[float], list[int], list, list[float]]:
     """One star-shaped polygon inside each image size given: (x, y coordinates of all polygons
     in one list, where polygon i is [offsets[i]:offsets[i + 1]], tight bbox per polygon, area per
     polygon)."""
     count = len(widths)
-    points = np.clip(np.round(rng.lognormal(np.log(MEDIAN_POLYGON_POINTS), 0.6, count)), 3,
-                     MAX_POLYGON_POINTS).astype(np.int64)
+    points = np.clip(np.round(rng.lognormal(np.log(MEDIAN_POLYGON_POINTS), 0.6, count)), 3, MAX_POLYGON_POINTS).astype(
+        np.int64
+    )
     box_widths = widths * rng.uniform(0.1, 1.0, count)
     box_heights = heights * rng.uniform(0.1, 1.0, count)
     lefts = rng.uniform(0.0, 1.0, count) * (widths - box_widths)
@@ -616,8 +673,7 @@ def draw_polygons(rng: np.random.Generator, widths: np.ndarray,
     return coordinates.tolist(), offsets.tolist(), boxes.tolist(), areas.tolist()
 
 
-def draw_crowd_region(rng: np.random.Generator, width: int,
-                      height: int) -> tuple[dict, list[float], float]:
+def draw_crowd_region(rng: np.random.Generator, width: int, height: int) -> tuple[dict, list[float], float]:
     """A ragged block as an uncompressed RLE (column-major run lengths, starting with
     background, as pycocotools encodes), with its bbox and area."""
     left = int(rng.integers(0, width // 2))
@@ -646,23 +702,30 @@ def instance_chunks(split: Split, rng: np.random.Generator) -> Iterator[list[dic
         widths, heights = split.widths[rows], split.heights[rows]
         coordinates, offsets, boxes, areas = draw_polygons(rng, widths, heights)
         chunk = []
-        for i, (image_id, category_id, annotation_id, crowd) in enumerate(zip(
-                split.image_ids[rows].tolist(), split.instance_category[window].tolist(),
-                split.instance_ids[window].tolist(), split.instance_crowd[window].tolist())):
+        for i, (image_id, category_id, annotation_id, crowd) in enumerate(
+            zip(
+                split.image_ids[rows].tolist(),
+                split.instance_category[window].tolist(),
+                split.instance_ids[window].tolist(),
+                split.instance_crowd[window].tolist(),
+            )
+        ):
             if crowd:
                 segmentation, bbox, area = draw_crowd_region(rng, int(widths[i]), int(heights[i]))
             else:
-                segmentation = [coordinates[offsets[i]:offsets[i + 1]]]
+                segmentation = [coordinates[offsets[i] : offsets[i + 1]]]
                 bbox, area = boxes[i], areas[i]
-            chunk.append({
-                "segmentation": segmentation,
-                "area": area,
-                "iscrowd": int(crowd),
-                "image_id": image_id,
-                "bbox": bbox,
-                "category_id": category_id,
-                "id": annotation_id,
-            })
+            chunk.append(
+                {
+                    "segmentation": segmentation,
+                    "area": area,
+                    "iscrowd": int(crowd),
+                    "image_id": image_id,
+                    "bbox": bbox,
+                    "category_id": category_id,
+                    "id": annotation_id,
+                }
+            )
         progress.update(len(chunk))
         yield chunk
     progress.close()
@@ -688,28 +751,29 @@ def with_keypoints(annotation: dict, rng: np.random.Generator) -> dict:
     }
 
 
-def write_instances(archive: zipfile.ZipFile, split: Split, images: list[dict],
-                    rng: np.random.Generator) -> list[dict]:
+def write_instances(archive: zipfile.ZipFile, split: Split, images: list[dict], rng: np.random.Generator) -> list[dict]:
     """Writes instances_<split>.json; returns the person annotations that person_keypoints
     lists, with their keypoints."""
     keypoint_annotations = []
 
     def chunks_noting_keypoints() -> Iterator[list[dict]]:
         for chunk in instance_chunks(split, rng):
-            keypoint_annotations.extend(with_keypoints(annotation, rng) for annotation in chunk
-                                        if annotation["id"] in split.keypoint_ids)
+            keypoint_annotations.extend(
+                with_keypoints(annotation, rng) for annotation in chunk if annotation["id"] in split.keypoint_ids
+            )
             yield chunk
 
-    categories = [{"supercategory": supercategory, "id": category_id, "name": name}
-                  for category_id, name, supercategory in CATEGORIES]
-    write_coco_json(archive, f"annotations/instances_{split.name}.json", images,
-                    chunks_noting_keypoints(), categories)
+    categories = [
+        {"supercategory": supercategory, "id": category_id, "name": name}
+        for category_id, name, supercategory in CATEGORIES
+    ]
+    write_coco_json(archive, f"annotations/instances_{split.name}.json", images, chunks_noting_keypoints(), categories)
     return keypoint_annotations
 
 
 def chunked(records: list[dict], size: int) -> Iterator[list[dict]]:
     for start in range(0, len(records), size):
-        yield records[start:start + size]
+        yield records[start : start + size]
 
 
 def write_annotation_archive(path: Path, splits: list[Split], seed: int) -> None:
@@ -721,16 +785,26 @@ def write_annotation_archive(path: Path, splits: list[Split], seed: int) -> None
     # only 20 % larger.
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         # Instances first: the person annotations that person_keypoints lists are picked from them.
-        keypoint_annotations = {split.name: write_instances(archive, split, images[split.name], rng)
-                                for split in splits}
+        keypoint_annotations = {
+            split.name: write_instances(archive, split, images[split.name], rng) for split in splits
+        }
         for split in splits:
             captions = caption_records(split, text_rng)
-            write_coco_json(archive, f"annotations/captions_{split.name}.json", images[split.name],
-                            chunked(captions, CAPTION_CHUNK), categories=None)
+            write_coco_json(
+                archive,
+                f"annotations/captions_{split.name}.json",
+                images[split.name],
+                chunked(captions, CAPTION_CHUNK),
+                categories=None,
+            )
         for split in splits:
-            write_coco_json(archive, f"annotations/person_keypoints_{split.name}.json",
-                            images[split.name], [keypoint_annotations[split.name]],
-                            [PERSON_KEYPOINTS_CATEGORY])
+            write_coco_json(
+                archive,
+                f"annotations/person_keypoints_{split.name}.json",
+                images[split.name],
+                [keypoint_annotations[split.name]],
+                [PERSON_KEYPOINTS_CATEGORY],
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,8 +827,7 @@ def generate(out_dir: Path, scale: float, seed: int) -> dict[str, SplitCounts]:
 
 def log_summary(written: dict[str, SplitCounts]) -> None:
     fields = [field.name for field in dataclasses.fields(SplitCounts)]
-    pool = SplitCounts(*(sum(getattr(counts, field) for counts in written.values())
-                         for field in fields))
+    pool = SplitCounts(*(sum(getattr(counts, field) for counts in written.values()) for field in fields))
     log.info("%-10s" + " %10s" * len(fields), "split", *fields)
     for name, counts in [*written.items(), ("pool", pool)]:
         log.info("%-10s" + " %10d" * len(fields), name, *dataclasses.astuple(counts))
@@ -763,35 +836,45 @@ def log_summary(written: dict[str, SplitCounts]) -> None:
 def parse_scale(text: str) -> float:
     scale = float(text)
     if not 0 < scale <= MAX_SCALE:
-        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_SCALE}]: COCO image ids stop at "
-                                         f"{MAX_IMAGE_ID:,}")
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_SCALE}]: COCO image ids stop at {MAX_IMAGE_ID:,}")
     return scale
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.make_sample_coco",
+        prog="python -m tools.fakes.sample_coco",
         description="Write train2017.zip, val2017.zip and annotations_trainval2017.zip shaped "
-                    "like the MS COCO 2017 downloads, with synthetic images and annotations.",
+        "like the MS COCO 2017 downloads, with synthetic images and annotations.",
     )
-    parser.add_argument("out_dir", metavar="OUT_DIR", type=Path,
-                        help="directory for the three archives (created if missing; files of "
-                             "the same names are replaced)")
-    parser.add_argument("--scale", type=parse_scale, default=0.002, metavar="F",
-                        help="fraction of COCO 2017's counts, each rounded and raised to the "
-                             "minimum its corner cases need; 1.0 gives the real counts "
-                             "(123,287 images) (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="seed of every random choice; equal arguments give byte-identical "
-                             "files (default: %(default)s)")
+    parser.add_argument(
+        "out_dir",
+        metavar="OUT_DIR",
+        type=Path,
+        help="directory for the three archives (created if missing; files of the same names are replaced)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=parse_scale,
+        default=0.002,
+        metavar="F",
+        help="fraction of COCO 2017's counts, each rounded and raised to the "
+        "minimum its corner cases need; 1.0 gives the real counts "
+        "(123,287 images) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of every random choice; equal arguments give byte-identical files (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    log.info("writing a COCO 2017 sample at scale %s, seed %d, into %s", args.scale, args.seed,
-             args.out_dir)
+    log.info("writing a COCO 2017 sample at scale %s, seed %d, into %s", args.scale, args.seed, args.out_dir)
     log_summary(generate(args.out_dir, args.scale, args.seed))
 
 

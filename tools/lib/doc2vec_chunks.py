@@ -8,7 +8,6 @@ Each chunk file appears complete or not at all (written aside, then renamed).
 import glob
 import logging
 import os
-from typing import Set
 
 import numpy as np
 
@@ -57,9 +56,9 @@ class ChunkStore:
             write(file)
         os.replace(partial, self._path(name))
 
-    def finished(self) -> Set[int]:
+    def finished(self) -> set[int]:
         prefix_length = len(_CHUNK_PREFIX)
-        return {int(os.path.basename(path)[prefix_length:-len(".npy")]) for path in self._chunk_files()}
+        return {int(os.path.basename(path)[prefix_length : -len(".npy")]) for path in self._chunk_files()}
 
     def save(self, chunk_id: int, vectors: np.ndarray) -> None:
         self._write_atomically(os.path.basename(self._chunk_path(chunk_id)), lambda file: np.save(file, vectors))
@@ -68,7 +67,9 @@ class ChunkStore:
         path = self._chunk_path(chunk_id)
         vectors = np.load(path)
         if vectors.shape != (rows, columns) or vectors.dtype != np.float32:
-            raise CocoError(f"{path}: holds {vectors.dtype} {vectors.shape}, expected float32 ({rows}, {columns}); delete {self.directory} and run again.")
+            raise CocoError(
+                f"{path}: holds {vectors.dtype} {vectors.shape}, expected float32 ({rows}, {columns}); delete {self.directory} and run again."
+            )
         return vectors
 
     def remove(self) -> None:

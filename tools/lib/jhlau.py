@@ -26,7 +26,7 @@ random draws: its vectors will not bit-match the Python 2 fork's.
 
 Usage::
 
-    python -m tools.convert_jhlau_model enwiki_dbow/ build/enwiki_dbow.gensim4
+    python -m tools.lib.jhlau enwiki_dbow/ build/enwiki_dbow.gensim4
 
 and in Python ``convert_jhlau_model("enwiki_dbow")`` returns the ``Doc2Vec``.
 The fork's ``infer_vector`` defaults differ from gensim 4's: see ``FORK_INFER_DEFAULTS``.
@@ -193,16 +193,16 @@ def read_fork_pickle(path):
     """Unpickle doc2vec.bin into stand-ins, refusing any global outside the fork's layout."""
     path = Path(path)
     size = path.stat().st_size
-    with open(path, "rb") as raw, tqdm.wrapattr(
-        raw, "read", total=size, desc=path.name, unit="B", unit_scale=True, disable=None
-    ) as stream:
+    with (
+        open(path, "rb") as raw,
+        tqdm.wrapattr(raw, "read", total=size, desc=path.name, unit="B", unit_scale=True, disable=None) as stream,
+    ):
         try:
             return _RestrictedUnpickler(stream, path).load()
         except ConversionError:
             raise
         # Damaged pickles fail in many ways; every one means the file must be fetched again.
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-                AttributeError) as error:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
             raise ConversionError(
                 f"{path} is not a complete Python pickle ({type(error).__name__}: {error}). "
                 "Re-extract it from the model archive; an interrupted download or extraction "
@@ -241,8 +241,7 @@ def _number(attributes, name, kind, path):
         return kind(value)
     except (TypeError, ValueError):
         raise ConversionError(
-            f"{path}: the pickled Doc2Vec's '{name}' is {value!r}, not a number; "
-            "the file is not a usable fork model."
+            f"{path}: the pickled Doc2Vec's '{name}' is {value!r}, not a number; the file is not a usable fork model."
         ) from None
 
 
@@ -274,8 +273,7 @@ def _vocabulary(attributes, path):
     vocab = _required(attributes, "vocab", path)
     if len(index2word) != len(vocab):
         raise ConversionError(
-            f"{path}: index2word lists {len(index2word)} words but vocab holds {len(vocab)}; "
-            "the file is damaged."
+            f"{path}: index2word lists {len(index2word)} words but vocab holds {len(vocab)}; the file is damaged."
         )
     words, counts = [], []
     for index, raw_word in enumerate(index2word):
@@ -327,10 +325,9 @@ def open_fork_array(path, expected_shape):
 
 def copy_finite_rows(source, target, path, words):
     """Copy `source` into `target` chunk by chunk, refusing NaN or infinite values."""
-    with tqdm(total=len(source), desc=Path(path).name, unit="row", unit_scale=True,
-              disable=None) as progress:
+    with tqdm(total=len(source), desc=Path(path).name, unit="row", unit_scale=True, disable=None) as progress:
         for start in range(0, len(source), _ROWS_PER_CHUNK):
-            chunk = source[start:start + _ROWS_PER_CHUNK]
+            chunk = source[start : start + _ROWS_PER_CHUNK]
             finite_rows = np.isfinite(chunk).all(axis=1)
             if not finite_rows.all():
                 row = start + int(np.flatnonzero(~finite_rows)[0])
@@ -338,7 +335,7 @@ def copy_finite_rows(source, target, path, words):
                     f"{path}: row {row} (the vector of {words[row]!r}) holds NaN or infinity; "
                     "the file is damaged. Re-extract the model archive."
                 )
-            target[start:start + len(chunk)] = chunk
+            target[start : start + len(chunk)] = chunk
             progress.update(len(chunk))
 
 
@@ -382,16 +379,13 @@ def convert_jhlau_model(model_dir):
     model = build_gensim_model(fork)
     copy_finite_rows(syn0, model.wv.vectors, model_dir / SYN0_NAME, fork.words)
     copy_finite_rows(syn1neg, model.syn1neg, model_dir / SYN1NEG_NAME, fork.words)
-    model.add_lifecycle_event(
-        CONVERSION_EVENT, source=str(model_dir.resolve()), pickle_sha256=file_sha256(pickle_path)
-    )
+    model.add_lifecycle_event(CONVERSION_EVENT, source=str(model_dir.resolve()), pickle_sha256=file_sha256(pickle_path))
     return model
 
 
 def conversion_record(model):
     """The provenance event that convert_jhlau_model left on `model`."""
-    return next(event for event in reversed(model.lifecycle_events)
-                if event.get("event") == CONVERSION_EVENT)
+    return next(event for event in reversed(model.lifecycle_events) if event.get("event") == CONVERSION_EVENT)
 
 
 def format_summary(model, output_path):
@@ -404,34 +398,41 @@ def format_summary(model, output_path):
     )
     padding = " (the last, '\\0', is the dm_concat padding word)" if model.dm_concat else ""
     fork_infer = " ".join(f"{name}={value:g}" for name, value in FORK_INFER_DEFAULTS.items())
-    return "\n".join([
-        f"converted {record['source']} -> {output_path}",
-        f"  doc2vec.bin sha256  {record['pickle_sha256']}",
-        f"  vocabulary          {len(model.wv):,} words{padding}",
-        f"  vector size         {model.vector_size}",
-        f"  parameters          {params}",
-        f"  fork infer defaults {fork_infer} (gensim 4 uses the model's alpha/epochs unless told)",
-    ])
+    return "\n".join(
+        [
+            f"converted {record['source']} -> {output_path}",
+            f"  doc2vec.bin sha256  {record['pickle_sha256']}",
+            f"  vocabulary          {len(model.wv):,} words{padding}",
+            f"  vector size         {model.vector_size}",
+            f"  parameters          {params}",
+            f"  fork infer defaults {fork_infer} (gensim 4 uses the model's alpha/epochs unless told)",
+        ]
+    )
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m tools.convert_jhlau_model",
+        prog="python -m tools.lib.jhlau",
         description="Convert one of jhlau's pretrained DBOW Doc2Vec models (Python 2, gensim "
-                    "0.12 fork: doc2vec.bin plus two .npy files) into a gensim 4 model.",
+        "0.12 fork: doc2vec.bin plus two .npy files) into a gensim 4 model.",
     )
     parser.add_argument(
-        "model_dir", metavar="MODEL_DIR", type=Path,
-        help="directory extracted from enwiki_dbow.tgz or apnews_dbow.tgz, holding "
-             f"{', '.join(MODEL_FILES)}",
+        "model_dir",
+        metavar="MODEL_DIR",
+        type=Path,
+        help=f"directory extracted from enwiki_dbow.tgz or apnews_dbow.tgz, holding {', '.join(MODEL_FILES)}",
     )
     parser.add_argument(
-        "output_path", metavar="OUTPUT_PATH", type=Path,
+        "output_path",
+        metavar="OUTPUT_PATH",
+        type=Path,
         help="where to save the gensim 4 model with Doc2Vec.save; its big arrays go to "
-             "OUTPUT_PATH.*.npy beside it. Load it with gensim.models.Doc2Vec.load(OUTPUT_PATH)",
+        "OUTPUT_PATH.*.npy beside it. Load it with gensim.models.Doc2Vec.load(OUTPUT_PATH)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging verbosity (default: INFO)",
     )
     return parser.parse_args(argv)

@@ -2,16 +2,23 @@
 
 import argparse
 import os
-from typing import List, Optional
 
 import coco_unified
-from coco_unified import ANNOTATIONS, DOC2VEC_SIDECAR, CocoError, ImageRecord, build_annotation_index, locate_parts, require_parts
+from coco_unified import (
+    ANNOTATIONS,
+    DOC2VEC_SIDECAR,
+    CocoError,
+    ImageRecord,
+    build_annotation_index,
+    locate_parts,
+    require_parts,
+)
 
 # Where the dataset script looks for the Doc2Vec sidecar when not told otherwise.
 DEFAULT_SIDECAR = os.path.join(os.path.dirname(os.path.abspath(coco_unified.__file__)), DOC2VEC_SIDECAR)
 
 
-def read_pool(data_dir: Optional[str] = None, base_url: Optional[str] = None) -> List[ImageRecord]:
+def read_pool(data_dir: str | None = None, base_url: str | None = None) -> list[ImageRecord]:
     """Every image of the pool in index order; only the annotations are read.
 
     Every image needs a caption: the vector of an empty document would be random.

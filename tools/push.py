@@ -1,8 +1,8 @@
 """Publish the pool on the Hugging Face Hub: as Parquet data files (default) or as the loading script.
 
-    python -m tools.push_to_hub --data-dir DIR --output OUT --repo-id USER/REPO [--configs ...] [--private]
-    python -m tools.push_to_hub --data-dir DIR --output OUT --dry-run          # write OUT, upload nothing
-    python -m tools.push_to_hub --mode script --output OUT --repo-id USER/REPO
+    python -m tools.push --data-dir DIR --output OUT --repo-id USER/REPO [--configs ...] [--private]
+    python -m tools.push --data-dir DIR --output OUT --dry-run          # write OUT, upload nothing
+    python -m tools.push --mode script --output OUT --repo-id USER/REPO
 
 Mode `parquet` builds each chosen config with coco_unified.py and writes a Hub-ready folder:
 
@@ -29,7 +29,7 @@ import math
 import os
 import shutil
 import sys
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import datasets
 import pyarrow as pa
@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 import coco_unified
 from coco_unified import CocoError, CocoUnified
-from tools.pool import DEFAULT_SIDECAR, add_source_arguments
+from tools.lib.pool import DEFAULT_SIDECAR, add_source_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ShardPlan:
     def shard_rows(self, shard: int) -> int:
         return (shard + 1) * self.num_rows // self.num_shards - shard * self.num_rows // self.num_shards
 
-    def row_groups(self, shard: int) -> List[int]:
+    def row_groups(self, shard: int) -> list[int]:
         """The row counts of the row groups of one shard."""
         rows = self.shard_rows(shard)
         full, rest = divmod(rows, self.row_group_rows)
@@ -99,14 +99,16 @@ def read_record_batches(arrow_files: Sequence[str]) -> Iterator[pa.RecordBatch]:
 def recut(batches: Iterable[pa.RecordBatch], sizes: Iterable[int]) -> Iterator[pa.Table]:
     """Tables of exactly `sizes` rows each, sliced (without copying) from a stream of record batches."""
     batches = iter(batches)
-    pending: Optional[pa.RecordBatch] = None
+    pending: pa.RecordBatch | None = None
     for size in sizes:
         pieces, missing = [], size
         while missing:
             if pending is None or pending.num_rows == 0:
                 pending = next(batches, None)
                 if pending is None:
-                    raise CocoError("The prepared Arrow files hold fewer rows than their split info says; delete the cache and rebuild.")
+                    raise CocoError(
+                        "The prepared Arrow files hold fewer rows than their split info says; delete the cache and rebuild."
+                    )
             piece = pending.slice(0, missing)
             pieces.append(piece)
             missing -= piece.num_rows
@@ -114,10 +116,13 @@ def recut(batches: Iterable[pa.RecordBatch], sizes: Iterable[int]) -> Iterator[p
         yield pa.Table.from_batches(pieces)
 
 
-def write_split(dataset: datasets.Dataset, split_dir: str, split: str, plan: ShardPlan) -> List[str]:
+def write_split(dataset: datasets.Dataset, split_dir: str, split: str, plan: ShardPlan) -> list[str]:
     """Write the shards of one split; returns their paths."""
     schema = dataset.data.schema  # carries datasets' feature metadata, read back by load_dataset
-    groups = recut(read_record_batches([file["filename"] for file in dataset.cache_files]), (size for shard in range(plan.num_shards) for size in plan.row_groups(shard)))
+    groups = recut(
+        read_record_batches([file["filename"] for file in dataset.cache_files]),
+        (size for shard in range(plan.num_shards) for size in plan.row_groups(shard)),
+    )
     paths = []
     with tqdm(total=plan.num_rows, unit="rows", desc=f"{os.path.basename(split_dir)}/{split}") as progress:
         for shard in range(plan.num_shards):
@@ -138,14 +143,16 @@ def write_split(dataset: datasets.Dataset, split_dir: str, split: str, plan: Sha
 class ExportedConfig:
     name: str
     info: datasets.DatasetInfo
-    data_files: Dict[str, str]  # split -> glob relative to the folder
-    shards: List[str]
+    data_files: dict[str, str]  # split -> glob relative to the folder
+    shards: list[str]
 
 
 def build_config(args: argparse.Namespace, config: str) -> CocoUnified:
     kwargs = dict(args.config_kwargs)
     kwargs.update({"doc2vec": False} if args.no_doc2vec else {"doc2vec_path": args.doc2vec_path})
-    builder = CocoUnified(config_name=config, data_dir=args.data_dir, base_url=args.base_url, cache_dir=args.cache_dir, **kwargs)
+    builder = CocoUnified(
+        config_name=config, data_dir=args.data_dir, base_url=args.base_url, cache_dir=args.cache_dir, **kwargs
+    )
     builder.download_and_prepare(num_proc=args.num_proc)
     return builder
 
@@ -168,7 +175,7 @@ def export_config(args: argparse.Namespace, config: str) -> ExportedConfig:
     return ExportedConfig(config, builder.info, data_files, shards)
 
 
-def chosen_configs(names: Optional[Sequence[str]]) -> List[str]:
+def chosen_configs(names: Sequence[str] | None) -> list[str]:
     available = list(CocoUnified.builder_configs)
     unknown = [name for name in names or [] if name not in available]
     if unknown:
@@ -192,7 +199,7 @@ def base_card_data() -> DatasetCardData:
     )
 
 
-def provenance_section(provenance: Optional[dict]) -> str:
+def provenance_section(provenance: dict | None) -> str:
     if provenance is None:
         return "## Doc2Vec vectors\n\nThis export has no `doc2vec` column.\n"
     return (
@@ -202,7 +209,7 @@ def provenance_section(provenance: Optional[dict]) -> str:
     )
 
 
-def common_sections(info: datasets.DatasetInfo, provenance: Optional[dict]) -> str:
+def common_sections(info: datasets.DatasetInfo, provenance: dict | None) -> str:
     return (
         f"{info.description}\nHomepage: {info.homepage}\n\n"
         f"{provenance_section(provenance)}\n"
@@ -211,12 +218,14 @@ def common_sections(info: datasets.DatasetInfo, provenance: Optional[dict]) -> s
     )
 
 
-def parquet_card(repo_id: str, exported: Sequence[ExportedConfig], provenance: Optional[dict]) -> str:
+def parquet_card(repo_id: str, exported: Sequence[ExportedConfig], provenance: dict | None) -> str:
     """README.md with the `configs` and `dataset_info` YAML that the Hub and `datasets` read."""
     card_data = base_card_data()
     MetadataConfigs(
         {
-            config.name: {"data_files": [{"split": split, "path": pattern} for split, pattern in config.data_files.items()]}
+            config.name: {
+                "data_files": [{"split": split, "path": pattern} for split, pattern in config.data_files.items()]
+            }
             for config in exported
         }
     ).to_dataset_card_data(card_data)
@@ -237,7 +246,7 @@ def parquet_card(repo_id: str, exported: Sequence[ExportedConfig], provenance: O
     )
 
 
-def script_card(repo_id: str, provenance: Optional[dict]) -> str:
+def script_card(repo_id: str, provenance: dict | None) -> str:
     card_data = base_card_data()
     usage = (
         "This repository holds the loading script; it runs with `datasets` < 4 only:\n\n"
@@ -245,17 +254,20 @@ def script_card(repo_id: str, provenance: Optional[dict]) -> str:
         f'pool = load_dataset("{repo_id}", "default", trust_remote_code=True)\n```\n'
     )
     info = CocoUnified(config_name=CocoUnified.DEFAULT_CONFIG_NAME, doc2vec=False).info
-    return card_header(card_data) + f"\n# COCO 2017 unified pool (loading script)\n\n{common_sections(info, provenance)}\n## Usage\n\n{usage}"
+    return (
+        card_header(card_data)
+        + f"\n# COCO 2017 unified pool (loading script)\n\n{common_sections(info, provenance)}\n## Usage\n\n{usage}"
+    )
 
 
 # ----------------------------------------------------------------------------- modes
 
 
-def sidecar_path(args: argparse.Namespace) -> Optional[str]:
+def sidecar_path(args: argparse.Namespace) -> str | None:
     return None if args.no_doc2vec else args.doc2vec_path or DEFAULT_SIDECAR
 
 
-def write_parquet_folder(args: argparse.Namespace) -> List[str]:
+def write_parquet_folder(args: argparse.Namespace) -> list[str]:
     """Export every chosen config into args.output; returns the files written."""
     exported = [export_config(args, config) for config in chosen_configs(args.configs)]
     sidecar = sidecar_path(args)
@@ -266,7 +278,7 @@ def write_parquet_folder(args: argparse.Namespace) -> List[str]:
     return [card] + [path for config in exported for path in config.shards]
 
 
-def write_script_folder(args: argparse.Namespace) -> List[str]:
+def write_script_folder(args: argparse.Namespace) -> list[str]:
     """Stage the loading script and what it reads next to itself in args.output."""
     os.makedirs(args.output, exist_ok=True)
     sources = {os.path.basename(SCRIPT_FILE): SCRIPT_FILE, "dataset_infos.json": INFOS_FILE}
@@ -282,7 +294,9 @@ def write_script_folder(args: argparse.Namespace) -> List[str]:
         written.append(target)
     card = os.path.join(args.output, "README.md")
     with open(card, "w", encoding="utf-8") as file:
-        file.write(script_card(args.repo_id or "USER/REPO", coco_unified.read_doc2vec_provenance(sidecar) if sidecar else None))
+        file.write(
+            script_card(args.repo_id or "USER/REPO", coco_unified.read_doc2vec_provenance(sidecar) if sidecar else None)
+        )
     return [card] + written
 
 
@@ -295,13 +309,13 @@ def upload(folder: str, repo_id: str, private: bool, replaced: Sequence[str] = (
         repo_id=repo_id,
         folder_path=folder,
         repo_type="dataset",
-        commit_message="Upload COCO 2017 unified pool with tools/push_to_hub.py",
+        commit_message="Upload COCO 2017 unified pool with tools/push.py",
         delete_patterns=list(replaced) or None,
     )
     logger.info("uploaded %s to https://huggingface.co/datasets/%s", folder, repo_id)
 
 
-def replaced_remote_files(args: argparse.Namespace) -> List[str]:
+def replaced_remote_files(args: argparse.Namespace) -> list[str]:
     """In parquet mode, stale shards of the exported configs must go (their `-of-N` count may differ)."""
     if args.mode != "parquet":
         return []
@@ -319,8 +333,10 @@ def parse_config_kwarg(text: str) -> tuple:
         return key, value
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.push_to_hub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.push", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--mode",
         choices=("parquet", "script"),
@@ -329,7 +345,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "script: upload the loading script (datasets < 4 only) (default: %(default)s)",
     )
     add_source_arguments(parser)
-    parser.add_argument("--configs", nargs="+", metavar="NAME", help=f"configs to export (default: all of {list(CocoUnified.builder_configs)})")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        metavar="NAME",
+        help=f"configs to export (default: all of {list(CocoUnified.builder_configs)})",
+    )
     parser.add_argument(
         "--config-kwarg",
         dest="config_kwargs",
@@ -340,13 +361,30 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="a CocoUnifiedConfig field set in every exported config, e.g. num_shards=32 (repeatable)",
     )
     parser.add_argument("--doc2vec-path", metavar="PATH", help=f"the Doc2Vec sidecar (default: {DEFAULT_SIDECAR})")
-    parser.add_argument("--no-doc2vec", action="store_true", help="export without the doc2vec column (script mode: upload no sidecar)")
-    parser.add_argument("--cache-dir", metavar="DIR", help="the datasets cache the configs are prepared in (default: datasets' own)")
+    parser.add_argument(
+        "--no-doc2vec", action="store_true", help="export without the doc2vec column (script mode: upload no sidecar)"
+    )
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="the datasets cache the configs are prepared in (default: datasets' own)"
+    )
     parser.add_argument("--num-proc", type=int, metavar="N", help="processes preparing each config (default: one)")
-    parser.add_argument("--output", required=True, metavar="DIR", help="the folder written and uploaded (created if missing)")
-    parser.add_argument("--shard-size", default=DEFAULT_SHARD_SIZE, metavar="SIZE", help="target Parquet shard size, e.g. 500MB (default: %(default)s)")
-    parser.add_argument("--repo-id", metavar="USER/REPO", help="the Hub dataset repo to upload to (needed unless --dry-run)")
-    parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility otherwise)")
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="the folder written and uploaded (created if missing)"
+    )
+    parser.add_argument(
+        "--shard-size",
+        default=DEFAULT_SHARD_SIZE,
+        metavar="SIZE",
+        help="target Parquet shard size, e.g. 500MB (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repo-id", metavar="USER/REPO", help="the Hub dataset repo to upload to (needed unless --dry-run)"
+    )
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        help="create the repo private (an existing repo keeps its visibility otherwise)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="write --output and list its files; upload nothing")
     args = parser.parse_args(argv)
     if not args.dry_run and not args.repo_id:
@@ -358,7 +396,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,7 +1,7 @@
 """Retrieval measures and the TF-IDF baseline used to judge text vectors (numpy and scipy only)."""
 
 from collections import Counter
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse
@@ -18,7 +18,7 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- TF-IDF
 
 
-def fit_idf(documents: Sequence[Sequence[str]]) -> Tuple[Dict[str, int], np.ndarray]:
+def fit_idf(documents: Sequence[Sequence[str]]) -> tuple[dict[str, int], np.ndarray]:
     """Vocabulary (word -> column) and smoothed idf, ln((1 + N) / (1 + df)) + 1.
 
     The +1 keeps words found in every document at weight 1 instead of 0, as scikit-learn does.
@@ -29,7 +29,9 @@ def fit_idf(documents: Sequence[Sequence[str]]) -> Tuple[Dict[str, int], np.ndar
     return vocabulary, np.log((1 + len(documents)) / (1 + counts)) + 1
 
 
-def tfidf_vectors(documents: Sequence[Sequence[str]], vocabulary: Dict[str, int], idf: np.ndarray) -> scipy.sparse.csr_matrix:
+def tfidf_vectors(
+    documents: Sequence[Sequence[str]], vocabulary: dict[str, int], idf: np.ndarray
+) -> scipy.sparse.csr_matrix:
     """Unit-length raw-count x idf rows; words outside the vocabulary are ignored."""
     rows, columns, values = [], [], []
     for row, words in enumerate(documents):
@@ -45,7 +47,7 @@ def tfidf_vectors(documents: Sequence[Sequence[str]], vocabulary: Dict[str, int]
 # ----------------------------------------------------------------------------- measures
 
 
-def recall_at(similarity: np.ndarray, ks: Sequence[int]) -> Dict[int, float]:
+def recall_at(similarity: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
     """Recall@k when query i's only relevant item is item i (the diagonal).
 
     An item scoring exactly as high as the right one counts as ranked above it: identical
@@ -64,15 +66,15 @@ def average_precisions(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return (precision_at_hit * hits).sum(axis=1) / np.maximum(hits.sum(axis=1), 1)
 
 
-def label_map(query_rows: Sequence[int], labels: np.ndarray, similarity_of) -> Tuple[float, float]:
+def label_map(query_rows: Sequence[int], labels: np.ndarray, similarity_of) -> tuple[float, float]:
     """(mAP@all, chance) of ranking every other row for each query row; relevant = shares a label.
 
     `similarity_of(rows)` gives the dense scores of those query rows against all rows. Chance
     is the mean share of relevant items, what a random ranking's AP averages to.
     """
     labels = labels.astype(np.float32)
-    precisions: List[np.ndarray] = []
-    shares: List[np.ndarray] = []
+    precisions: list[np.ndarray] = []
+    shares: list[np.ndarray] = []
     for start in range(0, len(query_rows), _QUERY_BLOCK):
         rows = np.asarray(query_rows[start : start + _QUERY_BLOCK])
         relevant = (labels[rows] @ labels.T) > 0

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import gensim
 import numpy as np
@@ -20,8 +20,8 @@ from gensim.models.doc2vec import Doc2Vec, TaggedDocument
 from tqdm import tqdm
 
 from coco_unified import DOC2VEC_DIM, CocoError
-from tools import convert_jhlau_model as jhlau_converter
-from tools.text import documents_sha256
+from tools.lib import jhlau as jhlau_converter
+from tools.lib.text import documents_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class TrainingSettings:
     seed: int
     workers: int
 
-    def describe(self, num_documents: int, train_ids: Optional[dict]) -> dict:
+    def describe(self, num_documents: int, train_ids: dict | None) -> dict:
         return {
             **RECIPE,
             "epochs": self.epochs,
@@ -83,7 +83,13 @@ def weights_sha256(model: Doc2Vec) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([model.dm, model.vector_size, model.ns_exponent, model.wv.index_to_key]).encode("utf-8"))
     # Negatives are drawn by word count and frequent words skipped by sample_int.
-    arrays = [model.wv.expandos["count"], model.wv.expandos["sample_int"], model.wv.vectors, getattr(model, "syn1neg", None), getattr(model, "syn1", None)]
+    arrays = [
+        model.wv.expandos["count"],
+        model.wv.expandos["sample_int"],
+        model.wv.vectors,
+        getattr(model, "syn1neg", None),
+        getattr(model, "syn1", None),
+    ]
     for array in arrays:
         if array is not None:
             digest.update(np.ascontiguousarray(array).tobytes())
@@ -93,17 +99,21 @@ def weights_sha256(model: Doc2Vec) -> str:
 def check_model(model, where: str) -> None:
     """A model the sidecar can use: a Doc2Vec of the pool's dimension with a vocabulary."""
     if not isinstance(model, Doc2Vec):
-        raise CocoError(f"{where}: holds a {type(model).__name__}, not a Doc2Vec model; pass a model saved with gensim 4's Doc2Vec.save.")
+        raise CocoError(
+            f"{where}: holds a {type(model).__name__}, not a Doc2Vec model; pass a model saved with gensim 4's Doc2Vec.save."
+        )
     if model.vector_size != DOC2VEC_DIM:
         raise CocoError(
             f"{where}: the model has vector size {model.vector_size}, but the dataset's doc2vec column holds "
             f"{DOC2VEC_DIM}-d vectors; use a {DOC2VEC_DIM}-d model (or train one: omit --model)."
         )
     if len(model.wv) == 0:
-        raise CocoError(f"{where}: the model has an empty vocabulary, so every document would get a random vector; use a trained model.")
+        raise CocoError(
+            f"{where}: the model has an empty vocabulary, so every document would get a random vector; use a trained model."
+        )
 
 
-def load_model(path: str, mmap: Optional[str] = None) -> Doc2Vec:
+def load_model(path: str, mmap: str | None = None) -> Doc2Vec:
     """Load and check a gensim 4 Doc2Vec file."""
     if not os.path.isfile(path):
         raise CocoError(f"{path}: model file not found; pass the file written by gensim 4's Doc2Vec.save.")
@@ -120,8 +130,16 @@ def load_model(path: str, mmap: Optional[str] = None) -> Doc2Vec:
 
 
 def describe_model(model: Doc2Vec, source: dict) -> dict:
-    parameters = {name: getattr(model, name) for name in ("dm", "dbow_words", "vector_size", "window", "sample", "negative", "hs", "min_count", "epochs")}
-    return {**source, "vocabulary": len(model.wv), "parameters": {name: _plain(value) for name, value in parameters.items()}, "weights_sha256": weights_sha256(model)}
+    parameters = {
+        name: getattr(model, name)
+        for name in ("dm", "dbow_words", "vector_size", "window", "sample", "negative", "hs", "min_count", "epochs")
+    }
+    return {
+        **source,
+        "vocabulary": len(model.wv),
+        "parameters": {name: _plain(value) for name, value in parameters.items()},
+        "weights_sha256": weights_sha256(model),
+    }
 
 
 def _plain(value):
@@ -129,7 +147,7 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def existing_model(path: str, made_from: str) -> Optional[Doc2Vec]:
+def existing_model(path: str, made_from: str) -> Doc2Vec | None:
     """The model saved at `path` by an earlier run, if the same inputs (`made_from`) made it."""
     if not os.path.isfile(path):
         return None
@@ -138,7 +156,9 @@ def existing_model(path: str, made_from: str) -> Optional[Doc2Vec]:
     except Exception as error:  # noqa: BLE001 - an unreadable leftover is simply made again
         logger.warning("%s: cannot reuse it (%s); making the model again", path, error)
         return None
-    recorded = [event.get("fingerprint") for event in model.lifecycle_events or [] if event.get("event") == _MADE_FROM_EVENT]
+    recorded = [
+        event.get("fingerprint") for event in model.lifecycle_events or [] if event.get("event") == _MADE_FROM_EVENT
+    ]
     return model if recorded and recorded[-1] == made_from else None
 
 
@@ -160,7 +180,7 @@ class _EpochProgress(CallbackAny2Vec):
         self._bar.close()
 
 
-def train_model(documents: Sequence[List[str]], settings: TrainingSettings) -> Doc2Vec:
+def train_model(documents: Sequence[list[str]], settings: TrainingSettings) -> Doc2Vec:
     """DBOW on `documents` (tagged by position) with jhlau's recipe.
 
     With one worker thread the result depends only on the documents and the seed: gensim 4
@@ -168,11 +188,17 @@ def train_model(documents: Sequence[List[str]], settings: TrainingSettings) -> D
     string while training (checked: equal models under different PYTHONHASHSEED values).
     """
     corpus = [TaggedDocument(words, [tag]) for tag, words in enumerate(documents)]
-    model = Doc2Vec(**RECIPE, min_count=settings.min_count, epochs=settings.epochs, seed=settings.seed, workers=settings.workers)
+    model = Doc2Vec(
+        **RECIPE, min_count=settings.min_count, epochs=settings.epochs, seed=settings.seed, workers=settings.workers
+    )
     model.build_vocab(corpus)
     if len(model.wv) == 0:
-        raise CocoError(f"No word occurs {settings.min_count} times in the {len(corpus)} training documents; lower --min-count or train on more images.")
-    model.train(corpus, total_examples=model.corpus_count, epochs=model.epochs, callbacks=[_EpochProgress(model.epochs)])
+        raise CocoError(
+            f"No word occurs {settings.min_count} times in the {len(corpus)} training documents; lower --min-count or train on more images."
+        )
+    model.train(
+        corpus, total_examples=model.corpus_count, epochs=model.epochs, callbacks=[_EpochProgress(model.epochs)]
+    )
     return model
 
 
@@ -188,7 +214,9 @@ def jhlau_files_sha256(model_dir: str) -> str:
     """One digest of the three files of a jhlau model directory."""
     with _conversion_errors_as_coco_errors():
         jhlau_converter.check_model_files(model_dir)
-    return hashlib.sha256("".join(file_sha256(os.path.join(model_dir, name)) for name in jhlau_converter.MODEL_FILES).encode()).hexdigest()
+    return hashlib.sha256(
+        "".join(file_sha256(os.path.join(model_dir, name)) for name in jhlau_converter.MODEL_FILES).encode()
+    ).hexdigest()
 
 
 def convert_jhlau(model_dir: str) -> Doc2Vec:
@@ -223,7 +251,7 @@ def use_jhlau_model(model_dir: str, converted_path: str) -> ModelInfo:
     else:
         logger.info("%s: reusing the model converted from %s by an earlier run", converted_path, model_dir)
     source = {
-        "source": "jhlau pretrained (converted by tools/convert_jhlau_model.py)",
+        "source": "jhlau pretrained (converted by tools/lib/jhlau.py)",
         "jhlau_dir": os.path.abspath(model_dir),
         "sha256": source_sha256,  # of the sha256 digests of doc2vec.bin and its two .npy files
         "path": os.path.abspath(converted_path),
@@ -231,12 +259,16 @@ def use_jhlau_model(model_dir: str, converted_path: str) -> ModelInfo:
     return ModelInfo(converted_path, describe_model(model, source))
 
 
-def use_trained_model(documents: Sequence[List[str]], settings: TrainingSettings, train_ids: Optional[dict], saved_path: str) -> ModelInfo:
+def use_trained_model(
+    documents: Sequence[list[str]], settings: TrainingSettings, train_ids: dict | None, saved_path: str
+) -> ModelInfo:
     """A model trained on `documents`, or the one an earlier run trained on the same inputs.
 
     `train_ids` describes the --train-ids file for the provenance (None: the whole pool).
     """
-    made_from = hashlib.sha256(json.dumps([documents_sha256(documents), dataclasses.asdict(settings), RECIPE, gensim.__version__]).encode()).hexdigest()
+    made_from = hashlib.sha256(
+        json.dumps([documents_sha256(documents), dataclasses.asdict(settings), RECIPE, gensim.__version__]).encode()
+    ).hexdigest()
     model = existing_model(saved_path, made_from)
     if model is None:
         model = train_model(documents, settings)

@@ -1,4 +1,4 @@
-"""Checks the archives of tools/make_sample_coco.py with independent readers (json, zipfile, PIL)."""
+"""Checks the archives of tools/fakes/sample_coco.py with independent readers (json, zipfile, PIL)."""
 
 import collections
 import io
@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from tools.make_sample_coco import main  # importable through conftest.py's sys.path entry
+from tools.fakes.sample_coco import main  # importable through conftest.py's sys.path entry
 
 SCALE = 0.002
 SEED = 3
@@ -56,23 +56,23 @@ def documents(generated_dir):
     with zipfile.ZipFile(generated_dir / ANNOTATIONS) as archive:
         return {
             (kind, split): json.loads(archive.read(f"annotations/{kind}_{split}.json"))
-            for kind in ("captions", "instances", "person_keypoints") for split in SPLITS
+            for kind in ("captions", "instances", "person_keypoints")
+            for split in SPLITS
         }
 
 
-LocalHeader = collections.namedtuple(
-    "LocalHeader", "flag_bits crc compressed_size size extra data_start")
+LocalHeader = collections.namedtuple("LocalHeader", "flag_bits crc compressed_size size extra data_start")
 
 
 def local_header(data, info):
     """The entry's local file header, parsed from the archive's bytes."""
-    (signature, _, flag_bits, _, _, _, crc, compressed_size, size, name_length,
-     extra_length) = struct.unpack_from("<4sHHHHHIIIHH", data, info.header_offset)
+    (signature, _, flag_bits, _, _, _, crc, compressed_size, size, name_length, extra_length) = struct.unpack_from(
+        "<4sHHHHHIIIHH", data, info.header_offset
+    )
     assert signature == b"PK\x03\x04"
     extra_start = info.header_offset + 30 + name_length
     data_start = extra_start + extra_length
-    return LocalHeader(flag_bits, crc, compressed_size, size, data[extra_start:data_start],
-                       data_start)
+    return LocalHeader(flag_bits, crc, compressed_size, size, data[extra_start:data_start], data_start)
 
 
 def grouped_by_image(annotations):
@@ -93,13 +93,12 @@ def extra_field_ids(extra):
 
 
 def test_out_dir_holds_the_three_official_files(generated_dir):
-    assert sorted(path.name for path in generated_dir.iterdir()) == [
-        ANNOTATIONS, "train2017.zip", "val2017.zip"]
+    assert sorted(path.name for path in generated_dir.iterdir()) == [ANNOTATIONS, "train2017.zip", "val2017.zip"]
     with zipfile.ZipFile(generated_dir / ANNOTATIONS) as archive:
         infos = archive.infolist()
     assert sorted(info.filename for info in infos) == sorted(
-        f"annotations/{kind}_{split}.json"
-        for kind in ("captions", "instances", "person_keypoints") for split in SPLITS)
+        f"annotations/{kind}_{split}.json" for kind in ("captions", "instances", "person_keypoints") for split in SPLITS
+    )
     assert {info.compress_type for info in infos} == {zipfile.ZIP_DEFLATED}
 
 
@@ -126,8 +125,16 @@ def test_json_schema(documents):
             expected_keys.append("categories")
         assert list(document) == expected_keys
         for image in document["images"]:
-            assert set(image) == {"id", "file_name", "width", "height", "license", "coco_url",
-                                  "flickr_url", "date_captured"}
+            assert set(image) == {
+                "id",
+                "file_name",
+                "width",
+                "height",
+                "license",
+                "coco_url",
+                "flickr_url",
+                "date_captured",
+            }
             assert image["file_name"] == f"{image['id']:012d}.jpg"
         assert document["images"] == documents["captions", split]["images"]
 
@@ -137,13 +144,11 @@ def test_json_schema(documents):
         assert {c["id"] for c in categories} == set(range(1, 91)) - UNUSED_CATEGORY_IDS
         assert all(set(c) == {"id", "name", "supercategory"} for c in categories)
         keypoint_categories = documents["person_keypoints", split]["categories"]
-        assert [(c["id"], c["name"], len(c["keypoints"])) for c in keypoint_categories] == [
-            (1, "person", 17)]
+        assert [(c["id"], c["name"], len(c["keypoints"])) for c in keypoint_categories] == [(1, "person", 17)]
 
 
 def test_image_ids_are_unique_random_and_disjoint(documents):
-    ids = {split: [image["id"] for image in documents["captions", split]["images"]]
-           for split in SPLITS}
+    ids = {split: [image["id"] for image in documents["captions", split]["images"]] for split in SPLITS}
     for split_ids in ids.values():
         assert len(set(split_ids)) == len(split_ids)
         assert split_ids != sorted(split_ids)
@@ -190,10 +195,8 @@ def test_instances(documents):
         assert {a["category_id"] for a in annotations} <= set(range(1, 91)) - UNUSED_CATEGORY_IDS
         crowds = 0
         for annotation in annotations:
-            assert set(annotation) == {"image_id", "id", "category_id", "bbox", "area", "iscrowd",
-                                       "segmentation"}
-            assert len(annotation["bbox"]) == 4 and all(isinstance(v, float)
-                                                        for v in annotation["bbox"])
+            assert set(annotation) == {"image_id", "id", "category_id", "bbox", "area", "iscrowd", "segmentation"}
+            assert len(annotation["bbox"]) == 4 and all(isinstance(v, float) for v in annotation["bbox"])
             assert isinstance(annotation["area"], float)
             image = images[annotation["image_id"]]
             if annotation["iscrowd"]:
@@ -232,15 +235,13 @@ def test_image_archive_contents(generated_dir, documents, split):
         infos = archive.infolist()
         assert infos[0].filename == f"{split}/" and infos[0].is_dir()
         file_infos = infos[1:]
-        ids = [int(info.filename.removeprefix(f"{split}/").removesuffix(".jpg"))
-               for info in file_infos]
+        ids = [int(info.filename.removeprefix(f"{split}/").removesuffix(".jpg")) for info in file_infos]
         assert [info.filename for info in file_infos] == [f"{split}/{i:012d}.jpg" for i in ids]
         assert ids != sorted(ids)
         unlisted = [position for position, image_id in enumerate(ids) if image_id not in images]
         assert len(unlisted) == 1 and 0 < unlisted[0] < len(ids) - 1
         assert set(ids) - {ids[unlisted[0]]} == set(images)
-        assert {info.compress_type for info in file_infos} == {zipfile.ZIP_STORED,
-                                                               zipfile.ZIP_DEFLATED}
+        assert {info.compress_type for info in file_infos} == {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 
         greyscale = png = 0
         for image_id, info in zip(ids, file_infos):
@@ -267,15 +268,14 @@ def test_train_archive_has_zip64_extras_and_end_records(generated_dir):
     data = (generated_dir / "train2017.zip").read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         infos = archive.infolist()
-    zip64_entries = [info for info in infos
-                     if ZIP64_EXTRA_ID in extra_field_ids(local_header(data, info).extra)]
+    zip64_entries = [info for info in infos if ZIP64_EXTRA_ID in extra_field_ids(local_header(data, info).extra)]
     assert len(zip64_entries) >= 3
     assert all(info.extract_version >= 45 for info in zip64_entries)
 
     eocd = data.rindex(EOCD_SIGNATURE)
     locator = data.rindex(EOCD64_LOCATOR_SIGNATURE, 0, eocd)
     (eocd64_offset,) = struct.unpack_from("<Q", data, locator + 8)
-    assert data[eocd64_offset:eocd64_offset + 4] == EOCD64_SIGNATURE
+    assert data[eocd64_offset : eocd64_offset + 4] == EOCD64_SIGNATURE
     entries_on_disk, entries_total = struct.unpack_from("<QQ", data, eocd64_offset + 24)
     assert entries_on_disk == entries_total == len(infos)
 
@@ -290,7 +290,7 @@ def test_val_archive_entries_all_have_data_descriptors(generated_dir):
         assert header.flag_bits & 0x08
         assert header.crc == header.compressed_size == header.size == 0
         data_end = header.data_start + info.compress_size
-        assert data[data_end:data_end + 4] == DATA_DESCRIPTOR_SIGNATURE
+        assert data[data_end : data_end + 4] == DATA_DESCRIPTOR_SIGNATURE
 
 
 def test_equal_arguments_give_identical_bytes(generated_dir, tmp_path):

@@ -8,7 +8,7 @@ document is the concatenation of its captions' tokens, in annotation-file order.
 import contextlib
 import hashlib
 import multiprocessing
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import nltk
 from nltk.tokenize import TreebankWordTokenizer
@@ -24,30 +24,33 @@ _TOKENIZER = TreebankWordTokenizer()
 _IMAGES_PER_TASK = 2_000
 
 
-def caption_tokens(caption: str) -> List[str]:
+def caption_tokens(caption: str) -> list[str]:
     text = caption.strip()
     if not text.endswith("."):
         text += "."
     return [token.lower() for token in _TOKENIZER.tokenize(text)]
 
 
-def join_captions(tokenized_captions: Sequence[Sequence[str]]) -> List[str]:
+def join_captions(tokenized_captions: Sequence[Sequence[str]]) -> list[str]:
     """The document of an image (or of some of its captions) from its tokenised captions."""
     return [token for tokens in tokenized_captions for token in tokens]
 
 
-def _tokenize_images(captions_per_image: Sequence[Sequence[str]]) -> List[List[List[str]]]:
+def _tokenize_images(captions_per_image: Sequence[Sequence[str]]) -> list[list[list[str]]]:
     return [[caption_tokens(caption) for caption in captions] for captions in captions_per_image]
 
 
-def tokenize_captions(captions_per_image: Sequence[Sequence[str]], workers: int = 1) -> List[List[List[str]]]:
+def tokenize_captions(captions_per_image: Sequence[Sequence[str]], workers: int = 1) -> list[list[list[str]]]:
     """Per image, the tokens of each of its captions; `workers` processes share the work.
 
     The Treebank tokenizer costs ~0.8 ms per 5-caption image (a minute and a half for the pool
     on one core), so the pool is split across processes.
     """
-    tasks = [captions_per_image[start : start + _IMAGES_PER_TASK] for start in range(0, len(captions_per_image), _IMAGES_PER_TASK)]
-    tokenized: List[List[List[str]]] = []
+    tasks = [
+        captions_per_image[start : start + _IMAGES_PER_TASK]
+        for start in range(0, len(captions_per_image), _IMAGES_PER_TASK)
+    ]
+    tokenized: list[list[list[str]]] = []
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(tasks) > 1:
             pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))))

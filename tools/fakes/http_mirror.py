@@ -3,7 +3,7 @@
 The project's tests and benchmarks use it to stand in for images.cocodataset.org; a user can run
 it to serve their own copy of the zips:
 
-    python -m tools.http_mirror DIR [--layout coco|plain] [--host 127.0.0.1] [--port 8000]
+    python -m tools.fakes.http_mirror DIR [--layout coco|plain] [--host 127.0.0.1] [--port 8000]
 
 In Python, ``serve_mirror`` starts it in a daemon thread and stops it when the block ends:
 
@@ -54,10 +54,11 @@ import sys
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def apply_patches(chunk: bytes, chunk_offset: int, patches: list[tuple[int, byte
         start, end = max(patch_offset, chunk_offset), min(patch_offset + len(data), chunk_end)
         if start < end:
             in_chunk = slice(start - chunk_offset, end - chunk_offset)
-            patched[in_chunk] = data[start - patch_offset:end - patch_offset]
+            patched[in_chunk] = data[start - patch_offset : end - patch_offset]
     return bytes(patched)
 
 
@@ -316,9 +317,7 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
         try:
             byte_range = parse_byte_range(self._range_to_honour(url_path, send_body), size)
         except RangeNotSatisfiable:
-            self._send_empty(
-                HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, content_range=f"bytes */{size}"
-            )
+            self._send_empty(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, content_range=f"bytes */{size}")
             return
         first, last = byte_range if byte_range else (0, size - 1)
         self._send_file_headers(file.name, size, first, last, partial=byte_range is not None)
@@ -472,9 +471,7 @@ class Mirror:
             raise FileNotFoundError(f"the mirror serves no file at {path}")
         size = file_path.stat().st_size
         if not data or offset < 0 or offset + len(data) > size:
-            raise ValueError(
-                f"patch [{offset}, {offset + len(data)}) is empty or outside the {size}-byte file"
-            )
+            raise ValueError(f"patch [{offset}, {offset + len(data)}) is empty or outside the {size}-byte file")
         self._server.faults.add_patch(url_path_of(path), offset, bytes(data))
 
     def clear_faults(self) -> None:
@@ -527,25 +524,28 @@ def _bypass_proxy_for_loopback() -> None:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.http_mirror",
+        prog="python -m tools.fakes.http_mirror",
         description="Serve a local directory over HTTP as a COCO mirror (GET/HEAD, byte ranges).",
     )
     parser.add_argument(
-        "root", metavar="DIR",
+        "root",
+        metavar="DIR",
         help="directory to serve; for --layout coco it holds train2017.zip, val2017.zip and "
-             "annotations_trainval2017.zip side by side",
+        "annotations_trainval2017.zip side by side",
     )
     parser.add_argument(
-        "--layout", choices=LAYOUTS, default="coco",
+        "--layout",
+        choices=LAYOUTS,
+        default="coco",
         help="coco (default): answer only the official paths /zips/train2017.zip, "
-             "/zips/val2017.zip and /annotations/annotations_trainval2017.zip from the flat "
-             "zips in DIR; plain: serve every file under DIR at its relative path",
+        "/zips/val2017.zip and /annotations/annotations_trainval2017.zip from the flat "
+        "zips in DIR; plain: serve every file under DIR at its relative path",
     )
+    parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (default: 127.0.0.1)")
     parser.add_argument(
-        "--host", default="127.0.0.1", help="IPv4 address to listen on (default: 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=8000,
+        "--port",
+        type=int,
+        default=8000,
         help="TCP port to listen on; 0 picks a free one, shown in the log (default: 8000)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
@@ -554,9 +554,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
     with serve_mirror(args.root, args.layout, args.host, args.port) as mirror:
         _log_what_is_served(mirror)
         with contextlib.suppress(KeyboardInterrupt):

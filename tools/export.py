@@ -1,6 +1,6 @@
 """Export the pool in the reference layout of the hashing literature (REFERENCE.md section 2).
 
-    python -m tools.export_arrays --data-dir DIR --output-dir OUT
+    python -m tools.export --data-dir DIR --output-dir OUT
 
 Builds the dataset script's `no_images` configuration (or `default`) and writes to OUT:
 
@@ -19,13 +19,21 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.io
 
-from coco_unified import CATEGORIES, CLASS_NAMES, DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar, sample_protocol
-from tools.pool import DEFAULT_SIDECAR, add_source_arguments
+from coco_unified import (
+    CATEGORIES,
+    CLASS_NAMES,
+    DOC2VEC_DIM,
+    CocoError,
+    CocoUnified,
+    read_doc2vec_sidecar,
+    sample_protocol,
+)
+from tools.lib.pool import DEFAULT_SIDECAR, add_source_arguments
 from tools.protocol import add_protocol_arguments, protocol_files, write_protocol
 
 logger = logging.getLogger(__name__)
@@ -41,23 +49,27 @@ class PoolArrays:
     labels: np.ndarray  # uint8 (N, 80)
     texts: np.ndarray  # float32 (N, 300)
     image_ids: np.ndarray
-    file_names: List[str]
-    coco_splits: List[str]
+    file_names: list[str]
+    coco_splits: list[str]
 
     @property
     def clean_id(self) -> np.ndarray:
         return np.flatnonzero(self.labels.any(axis=1))
 
 
-def build_pool_dataset(args: argparse.Namespace, download_mode: Optional[str] = None):
+def build_pool_dataset(args: argparse.Namespace, download_mode: str | None = None):
     builder = CocoUnified(
-        config_name=args.config, data_dir=args.data_dir, base_url=args.base_url, doc2vec_path=args.doc2vec_path, cache_dir=args.cache_dir
+        config_name=args.config,
+        data_dir=args.data_dir,
+        base_url=args.base_url,
+        doc2vec_path=args.doc2vec_path,
+        cache_dir=args.cache_dir,
     )
     builder.download_and_prepare(download_mode=download_mode)
     return builder.as_dataset("train")
 
 
-def current_pool_arrays(args: argparse.Namespace) -> Tuple[PoolArrays, dict]:
+def current_pool_arrays(args: argparse.Namespace) -> tuple[PoolArrays, dict]:
     """The pool's arrays with the sidecar's vectors as they are now, and its provenance.
 
     The datasets cache is keyed by the sidecar's path, not its content: after a rebuilt sidecar
@@ -98,17 +110,24 @@ def write_arrays(directory: str, arrays: PoolArrays) -> None:
     for name, array in named.items():
         np.save(os.path.join(directory, f"{name}.npy"), array)
     with open(os.path.join(directory, "id-map.txt"), "w") as file:
-        file.writelines(f"{image_id} {name} {split}\n" for image_id, name, split in zip(arrays.image_ids.tolist(), arrays.file_names, arrays.coco_splits))
+        file.writelines(
+            f"{image_id} {name} {split}\n"
+            for image_id, name, split in zip(arrays.image_ids.tolist(), arrays.file_names, arrays.coco_splits)
+        )
     with open(os.path.join(directory, "class-name.txt"), "w") as file:
         file.writelines(f"{category_id} {name}\n" for category_id, name, _ in CATEGORIES)
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.export_arrays", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_source_arguments(parser)
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="where the files go (created if missing)")
     parser.add_argument(
-        "--doc2vec-path", metavar="PATH", help="the Doc2Vec sidecar (default: the dataset script's, coco_unified_doc2vec.parquet next to it)"
+        "--doc2vec-path",
+        metavar="PATH",
+        help="the Doc2Vec sidecar (default: the dataset script's, coco_unified_doc2vec.parquet next to it)",
     )
     parser.add_argument(
         "--config",
@@ -140,7 +159,7 @@ def export(args: argparse.Namespace) -> dict:
     return manifest
 
 
-def sidecar_location(doc2vec_path: Optional[str]) -> str:
+def sidecar_location(doc2vec_path: str | None) -> str:
     """The sidecar the builder reads. A local path is made absolute: the builder would resolve a
     relative one against the script's folder, not the current directory."""
     if doc2vec_path is None:
@@ -148,7 +167,7 @@ def sidecar_location(doc2vec_path: Optional[str]) -> str:
     return doc2vec_path if "://" in doc2vec_path else os.path.abspath(doc2vec_path)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

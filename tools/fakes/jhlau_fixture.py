@@ -119,7 +119,7 @@ class _Python2Pickler(_StockPickler):
 
     def _save_python2_int(self, value):
         # Python 2 writes an int beyond 32 bits as text; only its separate `long` type used LONG1.
-        if -2**31 <= value < 2**31:
+        if -(2**31) <= value < 2**31:
             self.save_long(value)
         else:
             self.write(pickle.INT + str(value).encode("ascii") + b"\n")
@@ -137,12 +137,17 @@ class _Python2Pickler(_StockPickler):
     # Spelled out rather than copied from pickle._Pickler.dispatch, which other libraries (dill,
     # imported with `datasets`) extend in place: these are the types a fork model's pickle holds.
     dispatch = {
-        type(None): _StockPickler.save_none, bool: _StockPickler.save_bool,
-        float: _StockPickler.save_float, str: _StockPickler.save_str,
-        tuple: _StockPickler.save_tuple, list: _StockPickler.save_list,
-        dict: _StockPickler.save_dict, type: _StockPickler.save_type,
+        type(None): _StockPickler.save_none,
+        bool: _StockPickler.save_bool,
+        float: _StockPickler.save_float,
+        str: _StockPickler.save_str,
+        tuple: _StockPickler.save_tuple,
+        list: _StockPickler.save_list,
+        dict: _StockPickler.save_dict,
+        type: _StockPickler.save_type,
         types.FunctionType: save_global,
-        bytes: _save_python2_str, int: _save_python2_int,
+        bytes: _save_python2_str,
+        int: _save_python2_int,
     }
 
     def reducer_override(self, obj):
@@ -174,7 +179,11 @@ def _python2_word(word, python2_words):
 def _fork_docvecs(model):
     count = len(model.dv)
     return ForkDocvecsArray(
-        doctags={}, max_rawint=count - 1, offset2doctag=[], count=count, mapfile_path=None,
+        doctags={},
+        max_rawint=count - 1,
+        offset2doctag=[],
+        count=count,
+        mapfile_path=None,
         doctag_syn0=np.asarray(model.dv.vectors, dtype=np.float32),
         doctag_syn0_lockf=np.ones(count, dtype=np.float32),
         **_saveload_bookkeeping(),
@@ -190,25 +199,49 @@ def fork_model_from_gensim(model, python2_words="str", **overrides):
     """
     words = [_python2_word(word, python2_words) for word in model.wv.index_to_key]
     vocab = {
-        word: ForkVocab(count=int(model.wv.get_vecattr(index, "count")), index=index,
-                        sample_int=int(model.wv.get_vecattr(index, "sample_int")))
+        word: ForkVocab(
+            count=int(model.wv.get_vecattr(index, "count")),
+            index=index,
+            sample_int=int(model.wv.get_vecattr(index, "sample_int")),
+        )
         for index, word in enumerate(words)
     }
     attributes = dict(
-        vocab=vocab, index2word=words, sg=1, vector_size=model.vector_size,
-        layer1_size=model.layer1_size, alpha=model.alpha,
-        min_alpha_yet_reached=model.min_alpha_yet_reached, window=model.window,
-        max_vocab_size=None, seed=model.seed, random=_Python2RandomState(model.seed),
-        min_count=model.min_count, sample=model.sample, workers=model.workers,
-        min_alpha=model.min_alpha, hs=model.hs, negative=model.negative,
-        cbow_mean=model.cbow_mean, hashfxn=hash, iter=model.epochs, null_word=model.dm_concat,
-        train_count=model.train_count, total_train_time=model.total_train_time,
-        sorted_vocab=1, corpus_count=model.corpus_count, raw_vocab=defaultdict(int),
-        syn0_lockf=np.ones(len(words), dtype=np.float32), dbow_words=model.dbow_words,
-        dm_concat=model.dm_concat, dm_tag_count=model.dm_tag_count,
-        docvecs=_fork_docvecs(model), comment=None,
-        **_saveload_bookkeeping(numpys=("syn0", "syn1neg"), ignoreds=("syn0norm", "cum_table"),
-                                recursive_saveloads=("docvecs",)),
+        vocab=vocab,
+        index2word=words,
+        sg=1,
+        vector_size=model.vector_size,
+        layer1_size=model.layer1_size,
+        alpha=model.alpha,
+        min_alpha_yet_reached=model.min_alpha_yet_reached,
+        window=model.window,
+        max_vocab_size=None,
+        seed=model.seed,
+        random=_Python2RandomState(model.seed),
+        min_count=model.min_count,
+        sample=model.sample,
+        workers=model.workers,
+        min_alpha=model.min_alpha,
+        hs=model.hs,
+        negative=model.negative,
+        cbow_mean=model.cbow_mean,
+        hashfxn=hash,
+        iter=model.epochs,
+        null_word=model.dm_concat,
+        train_count=model.train_count,
+        total_train_time=model.total_train_time,
+        sorted_vocab=1,
+        corpus_count=model.corpus_count,
+        raw_vocab=defaultdict(int),
+        syn0_lockf=np.ones(len(words), dtype=np.float32),
+        dbow_words=model.dbow_words,
+        dm_concat=model.dm_concat,
+        dm_tag_count=model.dm_tag_count,
+        docvecs=_fork_docvecs(model),
+        comment=None,
+        **_saveload_bookkeeping(
+            numpys=("syn0", "syn1neg"), ignoreds=("syn0norm", "cum_table"), recursive_saveloads=("docvecs",)
+        ),
     )
     attributes.update(overrides)
     return ForkDoc2Vec(**attributes)
@@ -228,8 +261,7 @@ def write_jhlau_model_dir(directory, model, python2_words="str", **overrides):
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_fork_pickle(directory / PICKLE_NAME,
-                      fork_model_from_gensim(model, python2_words, **overrides))
+    write_fork_pickle(directory / PICKLE_NAME, fork_model_from_gensim(model, python2_words, **overrides))
     np.save(directory / SYN0_NAME, np.ascontiguousarray(model.wv.vectors))
     np.save(directory / SYN1NEG_NAME, np.ascontiguousarray(model.syn1neg))
     return directory

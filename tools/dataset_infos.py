@@ -3,7 +3,7 @@
 The real COCO 2017 facts live once, in coco_unified.py; this file is their copy in the format the
 Hugging Face Hub and `datasets` read. Run it after changing the builder's features or facts:
 
-    python -m tools.write_dataset_infos [--check]
+    python -m tools.dataset_infos [--check]
 """
 
 import argparse
@@ -31,7 +31,9 @@ def official_infos() -> dict:
         info.splits = datasets.SplitDict(dataset_name=builder.dataset_name)
         for name, num_rows in config.real_split_sizes().items():
             info.splits.add(datasets.SplitInfo(name=name, num_examples=num_rows))
-        info.download_checksums = coco_unified.official_checksums({name: official[name].location for name in config.needed_parts()})
+        info.download_checksums = coco_unified.official_checksums(
+            {name: official[name].location for name in config.needed_parts()}
+        )
         info.download_size = sum(coco_unified.ARCHIVES[name].num_bytes for name in config.needed_parts())
         infos[config.name] = dataclasses.asdict(info)
     return infos
@@ -43,14 +45,16 @@ def render(infos: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if dataset_infos.json is out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if dataset_infos.json is out of date"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     wanted = render(official_infos())
     if args.check:
         current = INFOS_PATH.read_text() if INFOS_PATH.exists() else ""
         if current != wanted:
-            logger.error("%s is out of date: run python -m tools.write_dataset_infos", INFOS_PATH)
+            logger.error("%s is out of date: run python -m tools.dataset_infos", INFOS_PATH)
             return 1
         logger.info("%s is up to date", INFOS_PATH)
         return 0

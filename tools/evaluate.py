@@ -1,6 +1,6 @@
 """Do the Doc2Vec vectors carry meaning? Two retrieval tasks, each beside TF-IDF and chance.
 
-    python -m tools.evaluate_doc2vec --data-dir DIR [--sidecar PATH] [--max-queries N]
+    python -m tools.evaluate --data-dir DIR [--sidecar PATH] [--max-queries N]
 
 1. Caption-level retrieval. For N sampled images, each image's captions are cut into two
    halves (the first floor(n/2) captions and the rest), each half made a document with the
@@ -17,16 +17,16 @@ TF-IDF: raw counts times smoothed idf over the pool's documents, rows scaled to 
 import argparse
 import logging
 import sys
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from coco_unified import CLASS_NAMES, CocoError, read_doc2vec_sidecar
-from tools.doc2vec_inference import InferenceSettings, default_workers, infer_all
-from tools.doc2vec_model import load_model
-from tools.pool import DEFAULT_SIDECAR, add_source_arguments, read_pool
-from tools.retrieval import fit_idf, label_map, recall_at, tfidf_vectors, unit_rows
-from tools.text import join_captions, tokenize_captions
+from tools.lib.doc2vec_inference import InferenceSettings, default_workers, infer_all
+from tools.lib.doc2vec_model import load_model
+from tools.lib.pool import DEFAULT_SIDECAR, add_source_arguments, read_pool
+from tools.lib.retrieval import fit_idf, label_map, recall_at, tfidf_vectors, unit_rows
+from tools.lib.text import join_captions, tokenize_captions
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +34,21 @@ RECALL_KS = (1, 5, 10)
 DEFAULT_MAX_QUERIES = 1000
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.evaluate_doc2vec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_source_arguments(parser)
-    parser.add_argument("--sidecar", default=DEFAULT_SIDECAR, metavar="PATH", help="the sidecar to judge (default: the dataset script's)")
     parser.add_argument(
-        "--model", metavar="PATH", help="the gensim 4 model to infer the caption halves with (default: the one the sidecar's provenance names)"
+        "--sidecar",
+        default=DEFAULT_SIDECAR,
+        metavar="PATH",
+        help="the sidecar to judge (default: the dataset script's)",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="the gensim 4 model to infer the caption halves with (default: the one the sidecar's provenance names)",
     )
     parser.add_argument(
         "--max-queries",
@@ -49,23 +58,29 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="images sampled for each task; the cost grows with it (2N inferences, N rankings of the labeled pool) (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the image sampling (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="tokenising and inference processes (default: all cores)")
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="tokenising and inference processes (default: all cores)"
+    )
     return parser.parse_args(argv)
 
 
-def inference_recipe(provenance: dict, model_override: Optional[str], sidecar: str):
+def inference_recipe(provenance: dict, model_override: str | None, sidecar: str):
     """The model path and inference settings the sidecar was built with."""
     try:
         model_path = model_override or provenance["model"]["path"]
         recorded = provenance["inference"]
         settings = InferenceSettings(recorded["epochs"], recorded["alpha"], recorded["min_alpha"], recorded["seed"])
     except KeyError as missing:
-        raise CocoError(f"{sidecar}: its provenance lacks {missing}; it was not written by tools/build_doc2vec.py. Rebuild it.") from None
+        raise CocoError(
+            f"{sidecar}: its provenance lacks {missing}; it was not written by tools/doc2vec.py. Rebuild it."
+        ) from None
     load_model(model_path, mmap="r")  # fail now, with a clear message, rather than in every worker
     return model_path, settings
 
 
-def caption_retrieval(captions, positions: np.ndarray, vocabulary, idf, model_path: str, settings: InferenceSettings, workers: int) -> Dict[str, Dict[int, float]]:
+def caption_retrieval(
+    captions, positions: np.ndarray, vocabulary, idf, model_path: str, settings: InferenceSettings, workers: int
+) -> dict[str, dict[int, float]]:
     halves = [join_captions(captions[p][: len(captions[p]) // 2]) for p in positions]
     others = [join_captions(captions[p][len(captions[p]) // 2 :]) for p in positions]
     vectors = unit_rows(infer_all(model_path, halves + others, settings, workers, "caption halves"))
@@ -78,7 +93,7 @@ def caption_retrieval(captions, positions: np.ndarray, vocabulary, idf, model_pa
     }
 
 
-def label_retrieval(labels: np.ndarray, doc2vec: np.ndarray, tfidf, query_rows: np.ndarray) -> Dict[str, float]:
+def label_retrieval(labels: np.ndarray, doc2vec: np.ndarray, tfidf, query_rows: np.ndarray) -> dict[str, float]:
     unit = unit_rows(doc2vec)
     doc2vec_map, chance = label_map(query_rows, labels, lambda rows: unit[rows] @ unit.T)
     tfidf_map, _ = label_map(query_rows, labels, lambda rows: (tfidf[rows] @ tfidf.T).toarray())
@@ -97,7 +112,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     if len(splittable) < 2:
         raise CocoError("Caption retrieval needs at least two images with two captions or more.")
     caption_positions = rng.choice(splittable, min(args.max_queries, len(splittable)), replace=False)
-    caption_results = caption_retrieval(captions, caption_positions, vocabulary, idf, model_path, settings, args.workers)
+    caption_results = caption_retrieval(
+        captions, caption_positions, vocabulary, idf, model_path, settings, args.workers
+    )
 
     labeled = np.array([record.index for record in records if record.labels])
     labels = np.zeros((len(labeled), len(CLASS_NAMES)), dtype=np.uint8)
@@ -118,13 +135,18 @@ def format_report(results: dict) -> str:
         f"caption-level retrieval over {captions['images']:,} images (first half of the captions -> the other half)",
         f"  {'':8}" + "".join(f"{f'R@{k}':>8}" for k in RECALL_KS),
     ]
-    lines += [f"  {name:8}" + "".join(f"{captions[name][k]:8.3f}" for k in RECALL_KS) for name in ("doc2vec", "tf-idf", "chance")]
-    lines.append(f"text-to-text mAP@all, {labels['queries']:,} queries over {labels['database']:,} labeled images (relevant: shares a label)")
+    lines += [
+        f"  {name:8}" + "".join(f"{captions[name][k]:8.3f}" for k in RECALL_KS)
+        for name in ("doc2vec", "tf-idf", "chance")
+    ]
+    lines.append(
+        f"text-to-text mAP@all, {labels['queries']:,} queries over {labels['database']:,} labeled images (relevant: shares a label)"
+    )
     lines += [f"  {name:8}{labels[name]:8.3f}" for name in ("doc2vec", "tf-idf", "chance")]
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gensim").setLevel(logging.WARNING)
