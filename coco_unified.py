@@ -4,36 +4,59 @@ Each row is one image with its captions, its 80-class labels and a 300-d Doc2Vec
 captions, numbered like the reference `.mat` files of the hashing literature: the pool is every
 image of train2017 and val2017 sorted by image id, and `index` is the position in that order.
 
-The COCO 2017 annotation files this module reads look like this (abridged, one record each):
+What is read (abridged, one record each):
 
-    captions_train2017.json
+    annotations_trainval2017.zip, annotations/captions_train2017.json
         {"images": [{"id": 397133, "file_name": "000000397133.jpg", "width": 640,
                      "height": 427, "license": 4, "coco_url": "...", ...}],
          "annotations": [{"image_id": 397133, "id": 370509, "caption": "A man is ..."}]}
-    instances_train2017.json
+    annotations_trainval2017.zip, annotations/instances_train2017.json
         {"images": [... as above ...],
          "annotations": [{"image_id": 397133, "id": 1768, "category_id": 18, "iscrowd": 0,
                           "bbox": [...], "area": 702.1, "segmentation": [[...polygon...]]}],
          "categories": [{"id": 18, "name": "dog", "supercategory": "animal"}]}
+    train2017.zip, val2017.zip
+        entries `train2017/000000397133.jpg`, ... (Zip64, some with data descriptors)
+    the Doc2Vec sidecar, a Parquet file (written by `coco-unified doc2vec`)
+        {"image_id": 397133, "doc2vec": [0.0213, -0.1187, ... 300 float32]}
+        schema metadata "coco_unified.doc2vec": {"model": "...", "tokenizer": "...", ...}
 
-The images come from `train2017.zip` / `val2017.zip` (entries `train2017/000000397133.jpg`).
-Everything that reads COCO lives here once - archive reading, the annotation index, the
-category mapping, the Doc2Vec sidecar format - and the helpers in `tools/` import it, because a
-loading script only carries single-file modules with it.
+What one row is (the `default` config; the image above, `...` where the example elides):
+
+    {"index": ..., "image_id": 397133, "file_name": "000000397133.jpg",
+     "coco_split": 0, "image": {"path": "000000397133.jpg", "bytes": b"..."},
+     "width": 640, "height": 427, "captions": ["A man is ...", ...],
+     "caption_ids": [370509, ...], "labels": [..., 16, ...],
+     "multi_hot": [..., 1, ... 80 uint8], "doc2vec": [0.0213, -0.1187, ... 300 float32]}
+
+`index` is the row's position in the pool, `coco_split` 0 is train2017, and the dog (category
+id 18) is class 16 of CATEGORIES.
+
+The file reads top-down: the facts about COCO 2017, the config, the builder, then the helpers
+by concept (errors, sources, archive reading, annotation index, image listing, sidecars, shard
+planning, protocol). Everything that reads COCO lives here once and the tools in `tools/`
+import it, because a loading script only carries single-file modules with it.
 """
+
+from __future__ import annotations
 
 import collections
 import contextlib
 import dataclasses
+import difflib
 import gc
 import hashlib
+import inspect
 import json
+import numbers
 import os
+import socket
 import struct
 import sys
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import datasets
 import fsspec
@@ -41,9 +64,14 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from huggingface_hub.errors import OfflineModeIsEnabled
 from isal import isal_zlib
 
-logger = datasets.logging.get_logger(__name__)
+# A fixed name under the `datasets` logger, so `datasets.logging.set_verbosity` governs it and no
+# module-cache hash (datasets 3.6 imports the script as datasets_modules....<hash>.coco_unified) shows.
+logger = datasets.logging.get_logger("datasets.coco_unified")
+
+# ============================================================================= facts
 
 _DESCRIPTION = """\
 MS COCO 2017 (train2017 + val2017) as one pool of 123,287 images for cross-modal retrieval and
@@ -101,6 +129,17 @@ class PoolCounts:
     images: int
     captions: int
     labeled: int
+
+    @classmethod
+    def of(cls, records: Sequence[ImageRecord]) -> PoolCounts:
+        return cls(
+            images=len(records),
+            captions=sum(len(record.captions) for record in records),
+            labeled=sum(1 for record in records if record.labels),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.images:,} images, {self.captions:,} captions, {self.labeled:,} labeled"
 
 
 # What the real train2017 + val2017 hold; asserted whenever the source is the real COCO 2017.
@@ -198,6 +237,10 @@ DOC2VEC_SIDECAR = "coco_unified_doc2vec.parquet"
 DOC2VEC_METADATA_KEY = b"coco_unified.doc2vec"
 DOC2VEC_COMMAND = "coco-unified doc2vec --data-dir DIR --output {path}"
 
+# The research protocol of the hashing literature: 5,000 queries; training sets of these sizes.
+DEFAULT_NUM_QUERY = 5_000
+DEFAULT_TRAIN_SIZES = (5_000, 10_000)
+
 # Shards of train2017.zip when streaming: each is one ranged GET of whole entries, and their
 # number bounds how many DataLoader workers and nodes can share the pool.
 DEFAULT_NUM_SHARDS = 16
@@ -206,55 +249,607 @@ DEFAULT_NUM_SHARDS = 16
 MAX_SKIPPED_BYTES = 4 << 20
 READ_CHUNK = 1 << 20
 READ_AHEAD = 256 << 10
-# Retries of a dropped or refused remote read, waiting 1, 2, 4, ... times this many seconds.
+# Retries of a dropped or refused remote read, waiting 1, 2, 4, ... times this many seconds: a
+# read that dies 10 GB into train2017.zip is worth resuming patiently.
 RETRIES = 5
 RETRY_BASE_DELAY = 0.5
+# Tries to reach a remote file before reading it: a server that is down for all of them (1.5 s
+# of waiting) is reported, with how to work offline.
+OPEN_ATTEMPTS = 3
+# HTTP statuses of a busy or restarting server: a later try may succeed.
+TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
+
+# ============================================================================= config
+
+
+@dataclasses.dataclass
+class CocoUnifiedConfig(datasets.BuilderConfig):
+    """Which columns and rows to build, and where COCO is read from.
+
+    Attributes:
+        with_images: include the `image` column; without it no image archive is read at all.
+        labeled_only: keep only the images with at least one instance annotation.
+        doc2vec: include the `doc2vec` column, read from the sidecar at `doc2vec_path`.
+        doc2vec_path: the Parquet sidecar written by `coco-unified doc2vec`; by default
+            `coco_unified_doc2vec.parquet` next to this script (or in its Hub repo).
+        base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...).
+        num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
+        protocol: instead of one `train` split of the pool, the splits `query`, `database` and
+            `train` of the labeled pool drawn by `sample_protocol` (as `coco-unified export` does).
+        protocol_seed, num_query, num_train: the seed and sizes of that draw.
+    """
+
+    with_images: bool = True
+    labeled_only: bool = False
+    doc2vec: bool = True
+    doc2vec_path: str | None = None
+    base_url: str | None = None
+    num_shards: int = DEFAULT_NUM_SHARDS
+    protocol: bool = False
+    protocol_seed: int = 0
+    num_query: int = DEFAULT_NUM_QUERY
+    num_train: int = max(DEFAULT_TRAIN_SIZES)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check()
+
+    def check(self) -> None:
+        """Fail on a value no build can use, naming the keyword and a value that works.
+
+        datasets sets the keywords given for a named config after constructing it, past
+        `__post_init__`, so the builder calls this again.
+        """
+        for name in ("with_images", "labeled_only", "doc2vec", "protocol"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: pass {name}=True or {name}=False.")
+        _check_whole_number("num_shards", self.num_shards, 1, f"e.g. num_shards={DEFAULT_NUM_SHARDS}, the default")
+        _check_whole_number("num_query", self.num_query, 1, f"e.g. num_query={DEFAULT_NUM_QUERY}, the default")
+        _check_whole_number("num_train", self.num_train, 0, f"e.g. num_train={max(DEFAULT_TRAIN_SIZES)}, the default")
+        _check_whole_number("protocol_seed", self.protocol_seed, 0, "e.g. protocol_seed=0, the default")
+        if self.doc2vec_path is not None and not isinstance(self.doc2vec_path, (str, os.PathLike)):
+            raise ConfigError(f"doc2vec_path={self.doc2vec_path!r}: pass the path or URL of the sidecar as a string.")
+        check_source_arguments(self.data_dir, self.base_url)
+
+    def needed_parts(self) -> list[str]:
+        return [ANNOTATIONS] + self.image_parts()
+
+    def image_parts(self) -> list[str]:
+        return list(COCO_SPLITS) if self.with_images else []
+
+    def split_positions(self, records: Sequence[ImageRecord]) -> dict[str, list[int]]:
+        """Split name -> the positions in `records` (the pool, in index order) that split holds.
+
+        A protocol too large for the labeled pool fails here, before any image is read.
+        """
+        if not self.protocol:
+            return {str(datasets.Split.TRAIN): [p for p, r in enumerate(records) if r.labels or not self.labeled_only]}
+        position_of = {record.index: position for position, record in enumerate(records)}
+        labeled = [record.index for record in records if record.labels]
+        check_protocol_fits(len(labeled), self.num_query, self.num_train, "The protocol config on this copy of COCO")
+        drawn = sample_protocol(labeled, self.protocol_seed, self.num_query, [self.num_train])
+        named = {"query": drawn.query, "database": drawn.database, "train": drawn.train[self.num_train]}
+        return {name: [position_of[index] for index in indices.tolist()] for name, indices in named.items()}
+
+    def real_split_sizes(self) -> dict[str, int]:
+        """The rows of each split when built from the real COCO 2017."""
+        if self.protocol:
+            return {"query": self.num_query, "database": REAL_COUNTS.labeled - self.num_query, "train": self.num_train}
+        return {str(datasets.Split.TRAIN): REAL_COUNTS.labeled if self.labeled_only else REAL_COUNTS.images}
+
+
+def check_source_arguments(data_dir, base_url) -> None:
+    """data_dir (a local copy) or base_url (a mirror) or neither (the official host), well formed."""
+    if data_dir is not None and base_url is not None:
+        raise ConfigError(
+            f"data_dir={data_dir!r} and base_url={base_url!r} both given: pass data_dir for a local copy "
+            "or base_url for a mirror, not both."
+        )
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise ConfigError(f"data_dir={data_dir!r}: pass the folder holding the COCO zips as a string.")
+    if base_url is not None and not (
+        isinstance(base_url, str) and base_url.split("://", 1)[0] in ("http", "https", "file") and "://" in base_url
+    ):
+        raise ConfigError(
+            f"base_url={base_url!r}: pass an http://, https:// or file:// URL of a mirror with the official "
+            f"layout (e.g. base_url={OFFICIAL_BASE_URL!r}), or data_dir= for a local folder."
+        )
+
+
+def _check_whole_number(name: str, value, minimum: int, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{name}={value!r}: must be a whole number >= {minimum}; pass {example}.")
+
+
+# ============================================================================= builder
+
+
+class CocoUnified(datasets.GeneratorBasedBuilder):
+    """The unified COCO 2017 pool: train2017 + val2017 ordered by image id."""
+
+    VERSION = VERSION
+    BUILDER_CONFIG_CLASS = CocoUnifiedConfig
+    BUILDER_CONFIGS = [
+        CocoUnifiedConfig(name="default", version=VERSION, description="All 123,287 images with every column."),
+        CocoUnifiedConfig(
+            name="labeled",
+            version=VERSION,
+            labeled_only=True,
+            description="The 122,218 images with at least one label.",
+        ),
+        CocoUnifiedConfig(
+            name="no_images",
+            version=VERSION,
+            with_images=False,
+            description="All images' labels and text, no image column.",
+        ),
+        CocoUnifiedConfig(
+            name="labeled_no_images",
+            version=VERSION,
+            labeled_only=True,
+            with_images=False,
+            description="Labeled images' labels and text, no image column.",
+        ),
+        CocoUnifiedConfig(
+            name="protocol",
+            version=VERSION,
+            protocol=True,
+            description="The labeled pool as the seeded splits of the hashing literature: 5,000 query images, "
+            "the rest as database, 10,000 training images drawn from the database.",
+        ),
+    ]
+    DEFAULT_CONFIG_NAME = "default"
+
+    def __init__(self, *args, **kwargs):
+        check_keywords(kwargs)
+        # Used directly (datasets >= 4 loads no scripts), relative paths such as the default
+        # sidecar resolve next to this file, as they do next to the script when it is loaded.
+        kwargs.setdefault("base_path", os.path.dirname(os.path.abspath(__file__)))
+        super().__init__(*args, **kwargs)
+        self.config.check()
+        self.categories = CategoryMap()
+        self._check_sha256 = False  # set by download_and_prepare(verification_mode="all_checks")
+
+    def download_and_prepare(self, *args, verification_mode=None, **kwargs):
+        # datasets >= 4 no longer hashes downloads itself: remember whether the user asked to.
+        mode = datasets.VerificationMode(verification_mode or datasets.VerificationMode.BASIC_CHECKS)
+        self._check_sha256 = mode == datasets.VerificationMode.ALL_CHECKS
+        return super().download_and_prepare(*args, verification_mode=verification_mode, **kwargs)
+
+    def _info(self):
+        features = {
+            "index": datasets.Value("int32"),
+            "image_id": datasets.Value("int64"),
+            "file_name": datasets.Value("string"),
+            "coco_split": datasets.ClassLabel(names=list(COCO_SPLITS)),
+            "image": datasets.Image(),
+            "width": datasets.Value("int32"),
+            "height": datasets.Value("int32"),
+            "captions": datasets.Sequence(datasets.Value("string")),
+            "caption_ids": datasets.Sequence(datasets.Value("int64")),
+            "labels": datasets.Sequence(datasets.ClassLabel(names=CLASS_NAMES)),
+            "multi_hot": datasets.Sequence(datasets.Value("uint8"), length=len(CLASS_NAMES)),
+            "doc2vec": datasets.Sequence(datasets.Value("float32"), length=DOC2VEC_DIM),
+        }
+        if not self.config.with_images:
+            del features["image"]
+        if not self.config.doc2vec:
+            del features["doc2vec"]
+        return datasets.DatasetInfo(
+            description=_DESCRIPTION,
+            features=datasets.Features(features),
+            homepage=_HOMEPAGE,
+            license=_LICENSE,
+            citation=_CITATION,
+        )
+
+    def _split_generators(self, dl_manager):
+        config = self.config
+        # 1. Where each part is; a part missing from data_dir is named before anything is read.
+        sources = locate_sources(config.data_dir, config.base_url, dl_manager.download_config.storage_options)
+        require_sources(sources, config.needed_parts())
+        # 2. The pool from the annotations alone: the splits (and a protocol too large for them)
+        #    are known before an image archive is fetched.
+        sources[ANNOTATIONS] = sources[ANNOTATIONS].fetched_by(dl_manager)
+        records = build_annotation_index(sources[ANNOTATIONS])
+        split_positions = config.split_positions(records)
+        # 3. The image archives, then what datasets verifies against the real COCO 2017.
+        for name in config.image_parts():
+            sources[name] = sources[name].fetched_by(dl_manager)
+        fetched = {name: sources[name] for name in config.needed_parts()}
+        self._verify(dl_manager, fetched, PoolCounts.of(records), split_positions)
+        # 4. The shards of each split, and the Doc2Vec vectors in their order.
+        images = list_pool_images(records, split_positions, fetched) if config.with_images else None
+        shards = {
+            name: plan_shards([records[p] for p in positions], images, config.num_shards, dl_manager.is_streaming)
+            for name, positions in split_positions.items()
+        }
+        if config.doc2vec:
+            self._attach_doc2vec(dl_manager, [shard for split_shards in shards.values() for shard in split_shards])
+        return [datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards[name]}) for name in shards]
+
+    def _generate_examples(self, shards: list[Shard]):
+        for shard in shards:
+            readers: dict[str, ByteRangeReader] = {}
+            run_ends = shard.run_ends()
+            try:
+                for row, record in enumerate(shard.records):
+                    example = {
+                        "index": record.index,
+                        "image_id": record.image_id,
+                        "file_name": record.file_name,
+                        "coco_split": record.coco_split,
+                        "width": record.width,
+                        "height": record.height,
+                        "captions": record.captions,
+                        "caption_ids": record.caption_ids,
+                        "labels": record.labels,
+                        "multi_hot": self.categories.multi_hot(record.labels),
+                    }
+                    if shard.images is not None:
+                        content = read_image(shard.images[row], readers, run_ends)
+                        example["image"] = {"path": record.file_name, "bytes": content}
+                    if shard.doc2vec is not None:
+                        example["doc2vec"] = shard.doc2vec[row]
+                    yield record.image_id, example
+            finally:
+                for reader in readers.values():
+                    reader.close()
+
+    # ------------------------------------------------------------------ stages of _split_generators
+
+    def _verify(
+        self, dl_manager, sources: dict[str, Source], counts: PoolCounts, split_positions: dict[str, list[int]]
+    ) -> None:
+        """The real COCO 2017 is held to its published counts, split sizes and (when asked) sha256.
+
+        A subset or a sample is consistent too, so it must not be held to the real numbers.
+        """
+        real = is_real_coco(sources.values(), counts)
+        if real:
+            check_real_counts(counts)
+            if self._check_sha256:
+                check_sha256(dl_manager, sources.values())
+        logger.info(f"{'The official COCO 2017' if real else 'A COCO copy that is not the full COCO 2017'}: {counts}")
+        if not real:
+            self.info.splits = None
+            self.info.download_checksums = None
+            return
+        self.info.splits = datasets.SplitDict(dataset_name=self.dataset_name)
+        for name, positions in split_positions.items():
+            self.info.splits.add(datasets.SplitInfo(name=name, num_examples=len(positions)))
+        self.info.download_checksums = official_checksums(sources.values())
+
+    def _attach_doc2vec(self, dl_manager, shards: list[Shard]) -> None:
+        """One read of the sidecar, in the order of the shards' rows; each shard gets its slice."""
+        path = os.fspath(self.config.doc2vec_path or DOC2VEC_SIDECAR)
+        try:
+            location = dl_manager.download(path)
+        except FileNotFoundError:
+            raise missing_sidecar_error(path) from None
+        image_ids = [record.image_id for shard in shards for record in shard.records]
+        vectors, provenance = read_doc2vec_sidecar(location, image_ids, dl_manager.download_config.storage_options)
+        logger.info(f"Doc2Vec vectors from {location}")
+        logger.debug(f"Doc2Vec provenance: {provenance}")
+        start = 0
+        for shard in shards:
+            shard.doc2vec = vectors[start : start + len(shard.records)]
+            start += len(shard.records)
+
+
+def check_keywords(kwargs: dict) -> None:
+    """A keyword that is neither a config field nor a DatasetBuilder argument is a typo: say which ones exist.
+
+    datasets would otherwise fail with the whole config's repr, or (for a custom config) a TypeError.
+    """
+    config_fields = [field.name for field in dataclasses.fields(CocoUnifiedConfig)]
+    own_fields = [
+        name for name in config_fields if name not in {f.name for f in dataclasses.fields(datasets.BuilderConfig)}
+    ]
+    builder_parameters = [
+        name
+        for name, parameter in inspect.signature(datasets.DatasetBuilder.__init__).parameters.items()
+        if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    valid = set(config_fields) | set(builder_parameters)
+    for keyword in kwargs:
+        if keyword in valid:
+            continue
+        closest = difflib.get_close_matches(keyword, sorted(valid), n=1)
+        raise ConfigError(
+            f"{keyword}= is not a keyword of CocoUnified{f'; did you mean {closest[0]}=?' if closest else '.'} "
+            f"The config keywords are {', '.join(own_fields + ['data_dir'])}; datasets' builder arguments are "
+            f"{', '.join(name for name in builder_parameters if name != 'data_dir')}."
+        )
+
+
+# ============================================================================= helpers: errors and wording
 
 
 class CocoError(ValueError):
     """Bad or unreachable COCO input; the message names the file, the entry and the fix."""
 
 
-# ----------------------------------------------------------------------------- categories
+class ConfigError(CocoError):
+    """A loader argument no build can use: a misspelt keyword, a value out of range, a protocol too large."""
 
 
-class CategoryMap:
-    """COCO category ids <-> the class indices 0..79 of the reference preprocessing."""
+class MissingPartError(CocoError):
+    """A part of COCO is not where it was looked for: a file missing from data_dir, or an HTTP 404."""
 
-    def __init__(self, categories=CATEGORIES):
-        self.names = [name for _, name, _ in categories]
-        self._index_of_id = {category_id: index for index, (category_id, _, _) in enumerate(categories)}
 
-    def index(self, category_id: int, where: str) -> int:
-        try:
-            return self._index_of_id[category_id]
-        except KeyError:
-            raise CocoError(
-                f"{where}: unknown category id {category_id}; COCO 2017 uses the 80 ids of "
-                "coco_unified.CATEGORIES. Fix or remove that annotation."
-            ) from None
+class ServerUnreachableError(CocoError):
+    """A remote file could not be read: the host does not resolve, refuses, or fails every retry."""
 
-    def check_listed(self, listed: Sequence["_Category"], file_name: str) -> None:
-        """The `categories` of an instances file must be exactly the 80 known ones."""
-        found = {category.id: category.name for category in listed}
-        expected = {category_id: name for category_id, name in zip(self._index_of_id, self.names)}
-        if found != expected:
-            differing = sorted(set(found.items()) ^ set(expected.items()))[:5]
-            raise CocoError(
-                f"{file_name}: its `categories` differ from COCO 2017's 80 categories "
-                f"(first differences as (id, name): {differing}); use the official annotation files."
+
+class ArchiveError(CocoError):
+    """A zip that is truncated, corrupt or incomplete, or not the official file."""
+
+
+class AnnotationError(CocoError):
+    """Annotation JSON that is malformed or disagrees with COCO 2017."""
+
+
+class SidecarError(CocoError):
+    """The Doc2Vec sidecar is missing, unreadable or built for other data."""
+
+
+def number_of(number: int, noun: str, plural: str | None = None) -> str:
+    """`1 file`, `2 files`, `1,234 images`: a count in words."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+
+
+# ============================================================================= helpers: sources
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One part of COCO (the annotations, or the images of one split) and how to reach it.
+
+    It carries where the part was found, where it is read from once fetched, and the storage
+    options to open it with, so no caller locates a part twice or passes the options along.
+    """
+
+    name: str  # ANNOTATIONS, "train2017" or "val2017"
+    # Where the part was found: the official or mirror URL, or the zip or folder in data_dir; the
+    # name datasets records its checksums under.
+    found_at: str
+    # What is read: the download cache path when preparing from a URL, the URL itself when
+    # streaming, the data_dir path otherwise.
+    read_from: str
+    zipped: bool  # a zip, or a folder extracted from one
+    # datasets' storage options, by protocol ({"https": {...}}).
+    storage_options: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    def fetched_by(self, dl_manager) -> Source:
+        """This part through the download manager: a cached download when preparing, the URL when streaming."""
+        if not self.zipped:
+            return self
+        return dataclasses.replace(self, read_from=reach(self.found_at, lambda: dl_manager.download(self.found_at)))
+
+    def open(self):
+        """A seekable binary file (fsspec's ranged HTTP file for a URL)."""
+        return open_location(self.read_from, self.storage_options)
+
+    def size(self) -> int:
+        fs, path = fsspec.core.url_to_fs(self.read_from, **_options_for(self.read_from, self.storage_options))
+        return reach(self.read_from, lambda: fs.size(path))
+
+    def reader(self) -> ByteRangeReader:
+        return ByteRangeReader(self.read_from, self.storage_options)
+
+
+def locate_sources(data_dir=None, base_url=None, storage_options: dict | None = None) -> dict[str, Source]:
+    """Where each part lives: a local copy (zips or extracted folders), a mirror, or the official host."""
+    check_source_arguments(data_dir, base_url)
+    options = storage_options or {}
+    if data_dir is None:
+        base = (base_url or OFFICIAL_BASE_URL).rstrip("/")
+        return {
+            name: Source(name, url, url, True, options)
+            for name, url in ((name, f"{base}/{archive.url_path}") for name, archive in ARCHIVES.items())
+        }
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise MissingPartError(
+            f"data_dir={data_dir!r} is not a folder; pass the folder that holds the COCO 2017 zips "
+            "(or the folders extracted from them)."
+        )
+    sources = {}
+    for name, archive in ARCHIVES.items():
+        folder = os.path.join(data_dir, name)
+        zipped = not os.path.isdir(folder)  # a zip that is missing too is reported by `require_sources`
+        location = os.path.join(data_dir, archive.file_name) if zipped else folder
+        sources[name] = Source(name, location, location, zipped, options)
+    return sources
+
+
+def require_sources(sources: dict[str, Source], names: Sequence[str]) -> None:
+    """Fail early, naming every local part that is missing."""
+    missing = [
+        sources[name]
+        for name in names
+        if "://" not in sources[name].found_at and not os.path.exists(sources[name].found_at)
+    ]
+    if missing:
+        wanted = ", ".join(
+            f"{source.found_at} (or the extracted folder {os.path.dirname(source.found_at)}/{source.name}/)"
+            for source in missing
+        )
+        raise MissingPartError(
+            f"Missing from data_dir: {wanted}. Download them from {OFFICIAL_BASE_URL} or fix data_dir."
+        )
+
+
+def official_checksums(sources: Iterable[Source]) -> dict[str, dict]:
+    """datasets' expected download checksums of the zipped sources, under the name each was found at."""
+    return {
+        source.found_at: {"num_bytes": ARCHIVES[source.name].num_bytes, "checksum": ARCHIVES[source.name].sha256}
+        for source in sources
+        if source.zipped
+    }
+
+
+def is_real_coco(sources: Iterable[Source], counts: PoolCounts) -> bool:
+    """Archives of the official sizes are the real COCO; extracted folders are judged by their image count."""
+    zipped = [source for source in sources if source.zipped]
+    if not zipped:
+        return counts.images == REAL_COUNTS.images
+    return all(source.size() == ARCHIVES[source.name].num_bytes for source in zipped)
+
+
+def check_real_counts(counts: PoolCounts) -> None:
+    """The real COCO 2017 must hold exactly the published numbers; anything else lost data."""
+    if counts != REAL_COUNTS:
+        raise AnnotationError(
+            f"The archives have the size of the official COCO 2017 files but their annotations hold {counts}, "
+            f"not {REAL_COUNTS}; an annotation file was altered. Download annotations_trainval2017.zip again."
+        )
+
+
+def check_sha256(dl_manager, sources: Iterable[Source]) -> None:
+    """sha256 of each official zip, reusing what datasets < 4 hashed while downloading."""
+    recorded = dl_manager.get_recorded_sizes_checksums()
+    for source in sources:
+        if not source.zipped:
+            continue
+        checksum = recorded.get(source.found_at, {}).get("checksum")
+        if checksum is None:
+            with open(source.read_from, "rb") as file:
+                checksum = hashlib.file_digest(file, "sha256").hexdigest()
+        expected = ARCHIVES[source.name].sha256
+        if checksum != expected:
+            raise ArchiveError(
+                f"{source.read_from}: sha256 {checksum} differs from the official {expected}; "
+                "the file is corrupt, delete it and download it again."
             )
 
-    def multi_hot(self, class_indices: Sequence[int]) -> list[int]:
-        # A list, not an array: `datasets` encodes a short list of ints faster (measured: 30% of
-        # the no_images preparation went to converting arrays).
-        vector = [0] * len(self.names)
-        for class_index in class_indices:
-            vector[class_index] = 1
-        return vector
+
+def _is_local(location: str) -> bool:
+    return fsspec.utils.get_protocol(location) in ("file", "local")
 
 
-# ----------------------------------------------------------------------------- zip archives
+def _options_for(location: str, storage_options: dict | None) -> dict:
+    """`datasets` keys storage options by protocol ({"hf": {...}}); fsspec takes one protocol's."""
+    return (storage_options or {}).get(fsspec.utils.get_protocol(location), {})
+
+
+def open_location(
+    location: str, storage_options: dict | None = None, missing: CocoError | None = None, advice: str | None = None
+):
+    """A seekable binary file for a local path or a URL (fsspec); `missing` is raised if there is none.
+
+    `advice` replaces what an unreachable COCO archive's error advises.
+    """
+    opener = fsspec.open(location, "rb", **_options_for(location, storage_options))
+    try:
+        return reach(location, opener.open, advice)
+    except MissingPartError:
+        if missing is None:
+            raise
+        raise missing from None
+
+
+_Result = TypeVar("_Result")
+
+
+def reach(location: str, action: Callable[[], _Result], advice: str | None = None) -> _Result:
+    """Run `action`, which opens or downloads `location`, retrying remote failures that may pass.
+
+    A remote location is tried OPEN_ATTEMPTS times while the failure may pass (a busy server, a
+    refused or dropped connection). Failures become the CocoError that says what happened, what
+    was tried and how to work offline.
+    """
+    remote = not _is_local(location)
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except Exception as error:  # noqa: BLE001 - classified right below; anything else goes on as it is
+            failure = diagnose(error) if remote else None
+            if failure is None and isinstance(error, FileNotFoundError):
+                raise missing_error(location, None, advice) from error
+            if failure is None and isinstance(error, OSError):
+                raise (ServerUnreachableError if remote else MissingPartError)(
+                    f"{location}: cannot be opened ({error!r}); check {'base_url and the network' if remote else 'data_dir'}."
+                ) from error
+            if failure is None:
+                raise
+            if failure.not_found or not failure.transient or attempt == OPEN_ATTEMPTS:
+                raise unreachable_error(location, failure, attempt, time.monotonic() - started, advice) from error
+        delay = RETRY_BASE_DELAY * 2 ** (attempt - 1)
+        logger.warning(
+            f"{location}: {failure.reason} (attempt {attempt} of {OPEN_ATTEMPTS}); trying again in {delay:.1f} s"
+        )
+        time.sleep(delay)
+        attempt += 1
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkFailure:
+    """Why a remote file could not be read, in words, and whether another try may succeed."""
+
+    reason: str
+    transient: bool
+    not_found: bool = False
+
+
+def diagnose(error: BaseException) -> NetworkFailure | None:
+    """The network failure behind `error` (fsspec and datasets wrap aiohttp's in FileNotFoundError); None if none."""
+    cause, depth = error, 0
+    while cause is not None and depth < 10:
+        status = getattr(cause, "status", None)
+        if isinstance(status, int) and status >= 400:
+            return NetworkFailure(f"HTTP {status}", status in TRANSIENT_STATUSES, not_found=status in (404, 410))
+        if isinstance(cause, OfflineModeIsEnabled):
+            return NetworkFailure("datasets' offline mode is on (HF_HUB_OFFLINE=1)", transient=False)
+        if isinstance(cause, socket.gaierror):
+            return NetworkFailure(f"the host name does not resolve ({cause.strerror})", transient=True)
+        if isinstance(cause, ConnectionRefusedError):
+            return NetworkFailure("connection refused", transient=True)
+        cause, depth = cause.__cause__ or cause.__context__, depth + 1
+    if isinstance(error, (ConnectionError, TimeoutError, EOFError)) or type(error).__module__.startswith("aiohttp"):
+        return NetworkFailure(f"connection lost ({error!r})", transient=True)
+    return None
+
+
+def missing_error(location: str, failure: NetworkFailure | None, advice: str | None = None) -> MissingPartError:
+    if _is_local(location):
+        return MissingPartError(f"{location} not found; check data_dir (or a file:// base_url).")
+    reason = failure.reason if failure else "no such file"
+    return MissingPartError(f"{location}: not found ({reason}, 1 attempt). {advice or _coco_advice(location, True)}")
+
+
+def unreachable_error(
+    location: str, failure: NetworkFailure, attempts: int, seconds: float, advice: str | None = None
+) -> CocoError:
+    if failure.not_found:
+        return missing_error(location, failure, advice)
+    return ServerUnreachableError(
+        f"{location}: cannot be reached: {failure.reason} ({number_of(attempts, 'attempt')} over {seconds:.1f} s). "
+        f"{advice or _coco_advice(location, False)}"
+    )
+
+
+def _coco_advice(location: str, not_found: bool) -> str:
+    """What to check when a COCO archive cannot be read from a URL, and how to do without the network."""
+    official = location.startswith(OFFICIAL_BASE_URL)
+    if not_found and official:
+        check = "The official host no longer serves it at this address: pass base_url= of a mirror."
+    elif not_found:
+        layout = ", ".join(archive.url_path for archive in ARCHIVES.values())
+        check = f"Check base_url: a mirror needs the official layout ({layout})."
+    else:
+        check = "Check the network connection" + ("." if official else " and base_url.")
+    names = ", ".join(archive.file_name for archive in ARCHIVES.values())
+    return (
+        f"{check} To work offline, download {names} from {OFFICIAL_BASE_URL} into one folder "
+        "and pass data_dir=<that folder>."
+    )
+
+
+# ============================================================================= helpers: archive reading
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +876,7 @@ def read_zip_directory(archive, archive_name: str) -> list[ZipMember]:
             infos = sorted(reader.infolist(), key=lambda info: info.header_offset)
             directory_start = reader.start_dir
     except (zipfile.BadZipFile, EOFError, struct.error) as error:
-        raise CocoError(
+        raise ArchiveError(
             f"{archive_name}: not a readable zip ({error}); the file is truncated or corrupt, download it again."
         ) from None
     ends = [info.header_offset for info in infos[1:]] + [directory_start]
@@ -292,40 +887,17 @@ def read_zip_directory(archive, archive_name: str) -> list[ZipMember]:
         for info, end in zip(infos, ends)
         if not info.is_dir()
     ]
-    duplicates = [name for name, count in collections.Counter(member.name for member in members).items() if count > 1]
+    duplicates = [name for name, times in collections.Counter(member.name for member in members).items() if times > 1]
     if duplicates:
-        raise CocoError(
+        raise ArchiveError(
             f"{archive_name}: entry {duplicates[0]} appears twice; the archive is corrupt, download it again."
         )
     return members
 
 
-def _options_for(location: str, storage_options: dict | None) -> dict:
-    """`datasets` keys storage options by protocol ({"hf": {...}}); fsspec takes one protocol's."""
-    return (storage_options or {}).get(fsspec.utils.get_protocol(location), {})
-
-
-def open_location(location: str, storage_options: dict | None = None, missing: CocoError | None = None):
-    """A seekable binary file for a local path or a URL (fsspec); `missing` is raised if there is none."""
-    try:
-        return fsspec.open(location, "rb", **_options_for(location, storage_options)).open()
-    except FileNotFoundError:
-        raise missing or CocoError(f"{location} not found; check data_dir or base_url.") from None
-    except Exception as error:  # noqa: BLE001 - any transport error, reported with its location
-        raise CocoError(f"{location}: cannot be opened ({error!r}); check the URL and the network.") from error
-
-
-def location_size(location: str, storage_options: dict | None = None) -> int:
-    with open_location(location, storage_options) as file:
-        return file.size if hasattr(file, "size") else os.fstat(file.fileno()).st_size
-
-
-def _is_transient(error: BaseException) -> bool:
-    """A dropped connection or a busy server ("503 Slow Down"), worth another try."""
-    status = getattr(error, "status", None)
-    if status is not None:
-        return status in (408, 429, 500, 502, 503, 504)
-    return isinstance(error, (ConnectionError, TimeoutError, EOFError)) or type(error).__module__.startswith("aiohttp")
+def read_source_directory(source: Source) -> list[ZipMember]:
+    with source.open() as archive:
+        return read_zip_directory(archive, source.read_from)
 
 
 class ByteRangeReader:
@@ -384,6 +956,7 @@ class ByteRangeReader:
     def _fill(self, num_bytes: int) -> None:
         """Receive until the buffer holds `num_bytes`, retrying transient failures from the offset reached."""
         failures = 0
+        started = time.monotonic()
         while len(self._buffer) < num_bytes:
             reached = self.position + len(self._buffer)
             try:
@@ -391,19 +964,27 @@ class ByteRangeReader:
                     self._file = self._open(reached)
                 part = self._file.read(max(num_bytes - len(self._buffer), min(READ_AHEAD, self._end - reached)))
                 if not part:
-                    raise EOFError(f"connection closed at byte {reached}")
+                    raise EOFError(f"connection closed at byte {reached:,}")
             except Exception as error:  # noqa: BLE001 - classified right below
                 self._drop_connection()
-                if self._remote and _is_transient(error) and failures < RETRIES:
+                failure = diagnose(error) if self._remote else None
+                if failure is not None and failure.transient and failures < RETRIES:
                     failures += 1
                     delay = RETRY_BASE_DELAY * 2 ** (failures - 1)
-                    logger.warning(f"{self.location}: {error!r} at byte {reached}; resuming in {delay:.2f}s")
+                    logger.warning(
+                        f"{self.location}: {failure.reason} at byte {reached:,} (retry {failures} of {RETRIES}); "
+                        f"resuming in {delay:.2f} s"
+                    )
                     time.sleep(delay)
                     continue
-                raise CocoError(
-                    f"{self.location}: reading bytes {reached}-{self.position + num_bytes} failed ({error!r}); "
-                    "the file is truncated or the server is unreachable - check the URL, or download the "
-                    "archive and pass data_dir."
+                span = f"bytes {reached:,}-{self.position + num_bytes:,}"
+                if failure is not None:
+                    raise unreachable_error(
+                        f"{self.location} ({span})", failure, failures + 1, time.monotonic() - started
+                    ) from error
+                raise ArchiveError(
+                    f"{self.location}: reading {span} failed ({error!r}); the file is truncated or corrupt, "
+                    "download it again."
                 ) from error
             self._buffer += part
 
@@ -447,15 +1028,15 @@ def read_member(reader: ByteRangeReader, member: ZipMember, run_end: int) -> byt
     header = reader.read(_LOCAL_HEADER.size)
     signature, _, flags, method, _, _, _, _, _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
     if signature != _LOCAL_HEADER_SIGNATURE:
-        raise CocoError(misplaced)
+        raise ArchiveError(misplaced)
     if reader.read(name_length).decode("utf-8" if flags & 0x800 else "cp437") != member.name:
-        raise CocoError(misplaced)
+        raise ArchiveError(misplaced)
     reader.read(extra_length)
     if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise CocoError(f"{where}: compression method {method} is not supported (only stored and deflated).")
+        raise ArchiveError(f"{where}: compression method {method} is not supported (only stored and deflated).")
     content = _inflate(reader, member, method == zipfile.ZIP_DEFLATED)
     if isal_zlib.crc32(content) != member.crc:
-        raise CocoError(f"{where}: CRC mismatch; the archive is corrupt, download it again.")
+        raise ArchiveError(f"{where}: CRC mismatch; the archive is corrupt, download it again.")
     return content
 
 
@@ -477,75 +1058,75 @@ def _inflate(reader: ByteRangeReader, member: ZipMember, deflated: bool) -> byte
             content[filled : filled + len(chunk)] = chunk
             filled += len(chunk)
     except isal_zlib.error as error:
-        raise CocoError(f"{reader.location}, entry {member.name}: corrupt data ({error}); download it again.") from None
+        raise ArchiveError(
+            f"{reader.location}, entry {member.name}: corrupt data ({error}); download it again."
+        ) from None
     if filled != member.size:
-        raise CocoError(
+        raise ArchiveError(
             f"{reader.location}, entry {member.name}: {filled} bytes instead of {member.size}; "
             "the archive is corrupt, download it again."
         )
     return content
 
 
-# ----------------------------------------------------------------------------- sources
+# ============================================================================= helpers: annotation index
 
 
-@dataclasses.dataclass(frozen=True)
-class Part:
-    """Where one part of COCO (the annotations, or the images of one split) is read from."""
+class CategoryMap:
+    """COCO category ids <-> the class indices 0..79 of the reference preprocessing."""
 
-    name: str  # "annotations", "train2017" or "val2017"
-    location: str  # a zip (path or URL) or an extracted folder
-    zipped: bool
+    def __init__(self, categories=CATEGORIES):
+        self.names = [name for _, name, _ in categories]
+        self._index_of_id = {category_id: index for index, (category_id, _, _) in enumerate(categories)}
 
+    def index(self, category_id: int, where: str) -> int:
+        try:
+            return self._index_of_id[category_id]
+        except KeyError:
+            raise AnnotationError(
+                f"{where}: unknown category id {category_id}; COCO 2017 uses the 80 ids of "
+                "coco_unified.CATEGORIES. Fix or remove that annotation."
+            ) from None
 
-def locate_parts(data_dir: str | None = None, base_url: str | None = None) -> dict[str, Part]:
-    """Where each part lives: a local copy (zips or extracted folders), a mirror, or the official host."""
-    if data_dir is not None and base_url is not None:
-        raise CocoError("Pass data_dir (a local copy) or base_url (a mirror), not both.")
-    if data_dir is None:
-        base = (base_url or OFFICIAL_BASE_URL).rstrip("/")
-        return {name: Part(name, f"{base}/{archive.url_path}", True) for name, archive in ARCHIVES.items()}
-    parts = {}
-    for name, archive in ARCHIVES.items():
-        folder = os.path.join(data_dir, name)
-        zipped = not os.path.isdir(folder)  # a zip that is missing too is reported by `require_parts`
-        parts[name] = Part(name, os.path.join(data_dir, archive.file_name) if zipped else folder, zipped)
-    return parts
+    def check_listed(self, listed: Sequence[_Category], file_name: str) -> None:
+        """The `categories` of an instances file must be exactly the 80 known ones."""
+        found = {category.id: category.name for category in listed}
+        expected = {category_id: name for category_id, name in zip(self._index_of_id, self.names)}
+        if found != expected:
+            differing = sorted(set(found.items()) ^ set(expected.items()))[:5]
+            raise AnnotationError(
+                f"{file_name}: its `categories` differ from COCO 2017's 80 categories "
+                f"(first differences as (id, name): {differing}); use the official annotation files."
+            )
 
-
-def require_parts(parts: dict[str, Part], names: Sequence[str]) -> None:
-    """Fail early, naming every local part that is missing."""
-    missing = [
-        parts[name] for name in names if "://" not in parts[name].location and not os.path.exists(parts[name].location)
-    ]
-    if missing:
-        wanted = ", ".join(
-            f"{part.location} (or the extracted folder {os.path.dirname(part.location)}/{part.name}/)"
-            for part in missing
-        )
-        raise CocoError(f"Missing from data_dir: {wanted}. Download them from {OFFICIAL_BASE_URL} or fix data_dir.")
+    def multi_hot(self, class_indices: Sequence[int]) -> list[int]:
+        # A list, not an array: `datasets` encodes a short list of ints faster (measured: 30% of
+        # the no_images preparation went to converting arrays).
+        vector = [0] * len(self.names)
+        for class_index in class_indices:
+            vector[class_index] = 1
+        return vector
 
 
 class AnnotationFiles:
     """The JSON files of `annotations/`, read from the annotations zip (its directory read once) or folder."""
 
-    def __init__(self, part: Part, storage_options: dict | None = None):
-        self.part = part
-        self._storage_options = storage_options
+    def __init__(self, source: Source):
+        self.source = source
         self._members: dict[str, ZipMember] = {}
-        if part.zipped:
-            with open_location(part.location, storage_options) as archive:
-                self._members = {member.name: member for member in read_zip_directory(archive, part.location)}
+        if source.zipped:
+            self._members = {member.name: member for member in read_source_directory(source)}
 
     def read(self, file_name: str) -> bytearray:
-        if not self.part.zipped:
-            return self._read_file(os.path.join(self.part.location, file_name))
+        if not self.source.zipped:
+            return self._read_file(os.path.join(self.source.read_from, file_name))
         member = self._members.get(f"{ANNOTATIONS}/{file_name}")
         if member is None:
-            raise CocoError(
-                f"{self.part.location}: entry {ANNOTATIONS}/{file_name} is missing; use the official annotations zip."
+            raise ArchiveError(
+                f"{self.source.read_from}: entry {ANNOTATIONS}/{file_name} is missing; "
+                "use the official annotations zip."
             )
-        reader = ByteRangeReader(self.part.location, self._storage_options)
+        reader = self.source.reader()
         try:
             return read_member(reader, member, member.end)
         finally:
@@ -559,10 +1140,8 @@ class AnnotationFiles:
                 file.readinto(content)
             return content
         except FileNotFoundError:
-            raise CocoError(f"{path} is missing; the annotations folder of COCO 2017 holds it.") from None
+            raise MissingPartError(f"{path} is missing; the annotations folder of COCO 2017 holds it.") from None
 
-
-# ----------------------------------------------------------------------------- annotation index
 
 # The records below hold no reference cycles: gc=False spares the garbage collector from walking
 # the ~1.5 million of them decoded from the train2017 files.
@@ -619,55 +1198,10 @@ class ImageRecord:
     index: int = -1  # position in the pool sorted by image id
 
 
-def _decode(content: bytearray, schema, file_name: str):
-    try:
-        return msgspec.json.decode(content, type=schema)
-    except msgspec.ValidationError as error:
-        raise CocoError(f"{file_name}: {error}; use the official annotation file.") from None
-    except msgspec.DecodeError as error:
-        raise CocoError(
-            f"{file_name}: malformed JSON ({error}); the file is truncated or corrupt, download it again."
-        ) from None
-
-
-def _index_split(
-    captions_file: _CaptionsFile, instances_file: _InstancesFile, split: str, categories: CategoryMap
-) -> dict[int, ImageRecord]:
-    captions_name, instances_name = f"captions_{split}.json", f"instances_{split}.json"
-    records: dict[int, ImageRecord] = {}
-    for image in captions_file.images:
-        if image.id in records:
-            raise CocoError(f"{captions_name}: image id {image.id} is listed twice; use the official file.")
-        records[image.id] = ImageRecord(image.id, image.file_name, split, image.width, image.height)
-    instance_image_ids = {image.id for image in instances_file.images}
-    if instance_image_ids != records.keys():
-        differing = sorted(instance_image_ids ^ records.keys())[:5]
-        raise CocoError(
-            f"{instances_name} and {captions_name} list different images (e.g. ids {differing}); use the official files."
-        )
-    for caption in captions_file.annotations:
-        record = records.get(caption.image_id)
-        if record is None:
-            raise CocoError(f"{captions_name}: caption {caption.id} refers to unknown image {caption.image_id}.")
-        record.captions.append(caption.caption)
-        record.caption_ids.append(caption.id)
-    categories.check_listed(instances_file.categories, instances_name)
-    labels: dict[int, set] = {}
-    for instance in instances_file.annotations:
-        where = f"{instances_name}, annotation {instance.id}"
-        class_index = categories.index(instance.category_id, where)
-        if instance.image_id not in records:
-            raise CocoError(f"{where}: refers to unknown image {instance.image_id}.")
-        labels.setdefault(instance.image_id, set()).add(class_index)
-    for image_id, class_indices in labels.items():
-        records[image_id].labels = sorted(class_indices)
-    return records
-
-
-def build_annotation_index(annotations: Part, storage_options: dict | None = None) -> list[ImageRecord]:
+def build_annotation_index(annotations: Source) -> list[ImageRecord]:
     """Every image of train2017 + val2017, sorted by image id, `index` set to that position."""
     with _garbage_collection_paused():
-        return _build_annotation_index(annotations, storage_options)
+        return _build_annotation_index(annotations)
 
 
 @contextlib.contextmanager
@@ -682,9 +1216,9 @@ def _garbage_collection_paused():
             gc.enable()
 
 
-def _build_annotation_index(annotations: Part, storage_options: dict | None) -> list[ImageRecord]:
+def _build_annotation_index(annotations: Source) -> list[ImageRecord]:
     categories = CategoryMap()
-    files = AnnotationFiles(annotations, storage_options)
+    files = AnnotationFiles(annotations)
     pool: dict[int, ImageRecord] = {}
     for split in COCO_SPLITS:
         # One big file at a time: the instances JSON is decoded and dropped before the next read.
@@ -693,7 +1227,9 @@ def _build_annotation_index(annotations: Part, storage_options: dict | None) -> 
         records = _index_split(captions_file, instances_file, split, categories)
         clash = next((image_id for image_id in records if image_id in pool), None)
         if clash is not None:
-            raise CocoError(f"image id {clash} is in both train2017 and val2017; use the official annotation files.")
+            raise AnnotationError(
+                f"image id {clash} is in both train2017 and val2017; use the official annotation files."
+            )
         pool.update(records)
     ordered = [pool[image_id] for image_id in sorted(pool)]
     for index, record in enumerate(ordered):
@@ -701,64 +1237,119 @@ def _build_annotation_index(annotations: Part, storage_options: dict | None) -> 
     return ordered
 
 
-def count_pool(records: Sequence[ImageRecord]) -> PoolCounts:
-    return PoolCounts(
-        images=len(records),
-        captions=sum(len(record.captions) for record in records),
-        labeled=sum(1 for record in records if record.labels),
-    )
+def _decode(content: bytearray, schema, file_name: str):
+    try:
+        return msgspec.json.decode(content, type=schema)
+    except msgspec.ValidationError as error:
+        raise AnnotationError(f"{file_name}: {error}; use the official annotation file.") from None
+    except msgspec.DecodeError as error:
+        raise AnnotationError(
+            f"{file_name}: malformed JSON ({error}); the file is truncated or corrupt, download it again."
+        ) from None
 
 
-def check_real_counts(counts: PoolCounts) -> None:
-    """The real COCO 2017 must hold exactly the published numbers; anything else lost data."""
-    if counts != REAL_COUNTS:
-        raise CocoError(
-            f"The archives have the size of the official COCO 2017 files but their annotations hold {counts}, "
-            f"not {REAL_COUNTS}; an annotation file was altered. Download annotations_trainval2017.zip again."
+def _index_split(
+    captions_file: _CaptionsFile, instances_file: _InstancesFile, split: str, categories: CategoryMap
+) -> dict[int, ImageRecord]:
+    captions_name, instances_name = f"captions_{split}.json", f"instances_{split}.json"
+    records: dict[int, ImageRecord] = {}
+    for image in captions_file.images:
+        if image.id in records:
+            raise AnnotationError(f"{captions_name}: image id {image.id} is listed twice; use the official file.")
+        records[image.id] = ImageRecord(image.id, image.file_name, split, image.width, image.height)
+    instance_image_ids = {image.id for image in instances_file.images}
+    if instance_image_ids != records.keys():
+        differing = sorted(instance_image_ids ^ records.keys())[:5]
+        raise AnnotationError(
+            f"{instances_name} and {captions_name} list different images (e.g. ids {differing}); use the official files."
         )
+    for caption in captions_file.annotations:
+        record = records.get(caption.image_id)
+        if record is None:
+            raise AnnotationError(f"{captions_name}: caption {caption.id} refers to unknown image {caption.image_id}.")
+        record.captions.append(caption.caption)
+        record.caption_ids.append(caption.id)
+    categories.check_listed(instances_file.categories, instances_name)
+    labels: dict[int, set] = {}
+    for instance in instances_file.annotations:
+        where = f"{instances_name}, annotation {instance.id}"
+        class_index = categories.index(instance.category_id, where)
+        if instance.image_id not in records:
+            raise AnnotationError(f"{where}: refers to unknown image {instance.image_id}.")
+        labels.setdefault(instance.image_id, set()).add(class_index)
+    for image_id, class_indices in labels.items():
+        records[image_id].labels = sorted(class_indices)
+    return records
 
 
-# ----------------------------------------------------------------------------- image listing
+# ============================================================================= helpers: image listing
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageEntry:
     """One image file to read: a zip entry (member set) or a file in an extracted folder."""
 
-    part: Part
+    source: Source
     member: ZipMember | None
     path: str
 
 
-def list_images(
-    part: Part, records: Sequence[ImageRecord], storage_options: dict | None = None
+def list_pool_images(
+    records: Sequence[ImageRecord], split_positions: dict[str, list[int]], sources: dict[str, Source]
 ) -> dict[int, ImageEntry]:
-    """Image id -> where its file is; a listed image missing from the part is an error."""
-    if part.zipped:
-        with open_location(part.location, storage_options) as archive:
-            members = read_zip_directory(archive, part.location)
-        available = {member.name: member for member in members}
+    """Image id -> where its file is, for every image some split holds."""
+    used = {records[position].image_id for positions in split_positions.values() for position in positions}
+    images: dict[int, ImageEntry] = {}
+    for split in COCO_SPLITS:
+        listed = [record for record in records if record.coco_split == split]
+        images.update(list_images(sources[split], listed, [record for record in listed if record.image_id in used]))
+    return images
+
+
+def list_images(source: Source, listed: Sequence[ImageRecord], wanted: Sequence[ImageRecord]) -> dict[int, ImageEntry]:
+    """Image id -> where its file is, for the `wanted` images among those the annotations `listed`.
+
+    A listed image missing from the part is an error; a file no annotation lists is skipped, and
+    said so. Images a config leaves out (the unlabeled ones of `labeled`) are neither.
+    """
+    if source.zipped:
+        available = {member.name: member for member in read_source_directory(source)}
     else:
-        available = {f"{part.name}/{name}": None for name in os.listdir(part.location)}
-    wanted = {f"{part.name}/{record.file_name}": record.image_id for record in records}
-    missing = sorted(set(wanted) - set(available))
+        available = {f"{source.name}/{name}": None for name in os.listdir(source.read_from)}
+    listed_names = {f"{source.name}/{record.file_name}" for record in listed}
+    missing = sorted(listed_names - available.keys())
     if missing:
-        raise CocoError(
-            f"{part.location}: {len(missing)} annotated images are missing (e.g. {missing[:3]}); "
+        raise ArchiveError(
+            f"{source.read_from}: {number_of(len(missing), 'annotated image')} "
+            f"{'is' if len(missing) == 1 else 'are'} missing (e.g. {', '.join(missing[:3])}); "
             "the archive or folder is incomplete, download it again."
         )
-    unlisted = sorted(name for name in available if name not in wanted)
+    unlisted = sorted(available.keys() - listed_names)
     if unlisted:
-        logger.warning(f"{part.location}: skipping {len(unlisted)} files no annotation lists (e.g. {unlisted[:3]})")
-    return {
-        image_id: ImageEntry(
-            part, available[name], name if part.zipped else os.path.join(part.location, os.path.basename(name))
+        logger.warning(
+            f"{number_of(len(unlisted), 'file')} in {source.read_from} {'is' if len(unlisted) == 1 else 'are'} "
+            f"listed by no annotation: skipped (e.g. {', '.join(unlisted[:3])})"
         )
-        for name, image_id in wanted.items()
-    }
+    entries = {}
+    for record in wanted:
+        name = f"{source.name}/{record.file_name}"
+        path = name if source.zipped else os.path.join(source.read_from, record.file_name)
+        entries[record.image_id] = ImageEntry(source, available[name], path)
+    return entries
 
 
-# ----------------------------------------------------------------------------- doc2vec sidecar
+def read_image(entry: ImageEntry, readers: dict[str, ByteRangeReader], run_ends: dict[str, int]) -> bytes:
+    if entry.member is None:
+        with open(entry.path, "rb") as file:
+            return file.read()
+    location = entry.source.read_from
+    reader = readers.get(location)
+    if reader is None:
+        reader = readers[location] = entry.source.reader()
+    return bytes(read_member(reader, entry.member, run_ends.get(location, entry.member.end)))
+
+
+# ============================================================================= helpers: sidecars
 
 
 def doc2vec_schema(with_caption_vectors: bool = False) -> pa.Schema:
@@ -806,22 +1397,26 @@ def _caption_vector_column(per_image: list[np.ndarray], file_name: str) -> pa.Ar
 def _check_unique(image_ids: np.ndarray, file_name: str) -> None:
     unique_ids, counts = np.unique(image_ids, return_counts=True)
     if (counts > 1).any():
-        raise CocoError(
+        raise SidecarError(
             f"{file_name}: image ids {unique_ids[counts > 1][:5].tolist()} appear more than once; rebuild it."
         )
 
 
 def _check_vectors(vectors: np.ndarray, rows: int, file_name: str) -> None:
     if vectors.shape != (rows, DOC2VEC_DIM):
-        raise CocoError(
+        raise SidecarError(
             f"{file_name}: Doc2Vec vectors have shape {vectors.shape}, expected ({rows}, {DOC2VEC_DIM}); rebuild them with a {DOC2VEC_DIM}-d model."
         )
     if not np.isfinite(vectors).all():
-        raise CocoError(f"{file_name}: Doc2Vec vectors hold NaN or infinite values; rebuild them.")
+        raise SidecarError(f"{file_name}: Doc2Vec vectors hold NaN or infinite values; rebuild them.")
 
 
-def missing_sidecar_error(path: str) -> CocoError:
-    return CocoError(
+# What an unreachable sidecar's error advises.
+_SIDECAR_ADVICE = "Check the network connection, or copy the sidecar to a local file and pass doc2vec_path=<that file>."
+
+
+def missing_sidecar_error(path: str) -> SidecarError:
+    return SidecarError(
         f"Doc2Vec sidecar {path} not found. Create it with `{DOC2VEC_COMMAND.format(path=path)}`, "
         "point doc2vec_path at it, or pass doc2vec=False to build without the doc2vec column."
     )
@@ -830,18 +1425,21 @@ def missing_sidecar_error(path: str) -> CocoError:
 def read_doc2vec_sidecar(
     path: str, image_ids: Sequence[int], storage_options: dict | None = None
 ) -> tuple[np.ndarray, dict]:
-    """The vectors of `image_ids` (float32, in that order) and the sidecar's provenance."""
+    """The vectors of `image_ids` (float32, in that order; an id may repeat) and the sidecar's provenance."""
     try:
-        with open_location(path, storage_options, missing=missing_sidecar_error(path)) as file:
+        with open_location(path, storage_options, missing_sidecar_error(path), _SIDECAR_ADVICE) as file:
             table = pq.read_table(file)
     except (pa.ArrowInvalid, OSError) as error:
-        raise CocoError(f"{path}: not a readable Parquet file ({error}); rebuild it with tools/doc2vec.py.") from None
+        raise SidecarError(
+            f"{path}: not a readable Parquet file ({error}); rebuild it with `{DOC2VEC_COMMAND.format(path=path)}`."
+        ) from None
     expected_types = {"image_id": pa.int64(), "doc2vec": pa.list_(pa.float32(), DOC2VEC_DIM)}
     if any(
         name not in table.column_names or table.schema.field(name).type != kind for name, kind in expected_types.items()
     ):
-        raise CocoError(
-            f"{path}: needs columns image_id and doc2vec (float32[{DOC2VEC_DIM}]); rebuild it with tools/doc2vec.py."
+        raise SidecarError(
+            f"{path}: needs columns image_id and doc2vec (float32[{DOC2VEC_DIM}]); "
+            f"rebuild it with `{DOC2VEC_COMMAND.format(path=path)}`."
         )
     sidecar_ids = table.column("image_id").to_numpy()
     vectors = table.column("doc2vec").combine_chunks().flatten().to_numpy().reshape(-1, DOC2VEC_DIM)
@@ -850,20 +1448,22 @@ def read_doc2vec_sidecar(
     row_of = {image_id: row for row, image_id in enumerate(sidecar_ids.tolist())}
     missing = [image_id for image_id in image_ids if image_id not in row_of]
     if missing:
-        raise CocoError(
-            f"{path}: no Doc2Vec vector for {len(missing)} images of the pool (e.g. {missing[:5]}); it was built "
+        raise SidecarError(
+            f"{path}: no Doc2Vec vector for {number_of(len(missing), 'image')} of the pool (e.g. ids {missing[:5]}); it was built "
             f"for other data. Rebuild it with `{DOC2VEC_COMMAND.format(path=path)}`."
         )
-    if len(row_of) > len(image_ids):
+    unused = len(row_of) - len(set(image_ids))
+    if unused:
         logger.info(
-            f"{path}: {len(row_of) - len(image_ids)} vectors belong to images outside this pool and are not used"
+            f"{path}: {number_of(unused, 'vector')} {'belongs' if unused == 1 else 'belong'} to images outside "
+            "this pool: not used"
         )
     return vectors[[row_of[image_id] for image_id in image_ids]], _provenance(table.schema)
 
 
 def read_doc2vec_provenance(path: str, storage_options: dict | None = None) -> dict:
     """How the sidecar's vectors were made (model, tokenizer, parameters, versions), from its metadata only."""
-    with open_location(path, storage_options, missing=missing_sidecar_error(path)) as file:
+    with open_location(path, storage_options, missing_sidecar_error(path), _SIDECAR_ADVICE) as file:
         return _provenance(pq.read_schema(file))
 
 
@@ -872,7 +1472,7 @@ def _provenance(schema: pa.Schema) -> dict:
     return json.loads(metadata[DOC2VEC_METADATA_KEY]) if DOC2VEC_METADATA_KEY in metadata else {}
 
 
-# ----------------------------------------------------------------------------- shards
+# ============================================================================= helpers: shard planning
 
 
 @dataclasses.dataclass
@@ -881,9 +1481,8 @@ class Shard:
 
     records: list[ImageRecord]
     images: list[ImageEntry] | None  # aligned with records; None when there is no image column
-    doc2vec: np.ndarray | None  # rows aligned with records; None without the doc2vec column
     archive_order: bool = False  # images in the order of their archive: one read runs through them
-    storage_options: dict | None = None
+    doc2vec: np.ndarray | None = None  # rows aligned with records; None without the doc2vec column
 
     def run_ends(self) -> dict[str, int]:
         """Per archive, where the one request reading this shard's entries may stop.
@@ -895,24 +1494,13 @@ class Shard:
             return ends
         for entry in self.images or []:
             if entry.member is not None:
-                ends[entry.part.location] = max(ends.get(entry.part.location, 0), entry.member.end)
+                location = entry.source.read_from
+                ends[location] = max(ends.get(location, 0), entry.member.end)
         return ends
 
 
-def _split_evenly(positions: Sequence[int], weights: Sequence[int], num_chunks: int) -> list[list[int]]:
-    """Consecutive chunks of `positions` holding about the same total weight; none empty."""
-    cumulative = np.cumsum(weights)
-    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, num_chunks) / num_chunks, side="right")
-    return [chunk.tolist() for chunk in np.split(np.asarray(positions, dtype=np.int64), cuts) if len(chunk)]
-
-
 def plan_shards(
-    records: Sequence[ImageRecord],
-    images: dict[int, ImageEntry] | None,
-    doc2vec: np.ndarray | None,
-    num_shards: int,
-    archive_order: bool,
-    storage_options: dict | None = None,
+    records: Sequence[ImageRecord], images: dict[int, ImageEntry] | None, num_shards: int, archive_order: bool
 ) -> list[Shard]:
     """Divide the pool into shards.
 
@@ -927,7 +1515,7 @@ def plan_shards(
     else:
         by_part: dict[str, list[int]] = {}
         for position, record in enumerate(records):
-            by_part.setdefault(images[record.image_id].part.name, []).append(position)
+            by_part.setdefault(images[record.image_id].source.name, []).append(position)
         groups = []
         for positions in by_part.values():
             entries = [images[records[position].image_id] for position in positions]
@@ -941,33 +1529,20 @@ def plan_shards(
         Shard(
             records=[records[position] for position in group],
             images=None if images is None else [images[records[position].image_id] for position in group],
-            doc2vec=None if doc2vec is None else doc2vec[group],
             archive_order=archive_order,
-            storage_options=storage_options,
         )
         for group in groups
     ]
 
 
-def read_image(
-    entry: ImageEntry,
-    readers: dict[str, ByteRangeReader],
-    run_ends: dict[str, int],
-    storage_options: dict | None = None,
-) -> bytes:
-    if entry.member is None:
-        with open(entry.path, "rb") as file:
-            return file.read()
-    reader = readers.get(entry.part.location)
-    if reader is None:
-        reader = readers[entry.part.location] = ByteRangeReader(entry.part.location, storage_options)
-    return bytes(read_member(reader, entry.member, run_ends.get(entry.part.location, entry.member.end)))
+def _split_evenly(positions: Sequence[int], weights: Sequence[int], num_chunks: int) -> list[list[int]]:
+    """Consecutive chunks of `positions` holding about the same total weight; none empty."""
+    cumulative = np.cumsum(weights)
+    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, num_chunks) / num_chunks, side="right")
+    return [chunk.tolist() for chunk in np.split(np.asarray(positions, dtype=np.int64), cuts) if len(chunk)]
 
 
-# ----------------------------------------------------------------------------- research protocol
-
-DEFAULT_NUM_QUERY = 5_000
-DEFAULT_TRAIN_SIZES = (5_000, 10_000)
+# ============================================================================= helpers: protocol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -995,13 +1570,8 @@ def sample_protocol(
     """
     labeled = np.asarray(labeled, dtype=np.int64)
     if len(np.unique(labeled)) != len(labeled) or not np.array_equal(labeled, np.sort(labeled)):
-        raise CocoError("The labeled pool indices must be ascending and distinct; pass the clean_id list.")
-    largest_train = max(train_sizes, default=0)
-    if num_query >= len(labeled) or largest_train > len(labeled) - num_query:
-        raise CocoError(
-            f"{len(labeled)} labeled images cannot hold {num_query} queries and a database of at least "
-            f"{largest_train} training images; ask for fewer queries or training images."
-        )
+        raise ConfigError("The labeled pool indices must be ascending and distinct; pass the clean_id list.")
+    check_protocol_fits(len(labeled), num_query, max(train_sizes, default=0))
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(labeled)
     database = np.sort(shuffled[num_query:])
@@ -1011,280 +1581,24 @@ def sample_protocol(
     )
 
 
-# ----------------------------------------------------------------------------- builder
+def check_protocol_fits(num_labeled: int, num_query: int, num_train: int, whose: str = "") -> None:
+    """Queries and the largest training set (drawn from the database) must fit the labeled pool."""
+    if num_query < num_labeled and num_train <= num_labeled - num_query:
+        return
+    fix = "use a larger copy of COCO"
+    if num_labeled >= 2:
+        query = num_query if num_query <= num_labeled // 4 else _round_down(num_labeled // 4)
+        train = num_train if num_train <= num_labeled - query else _round_down(num_labeled - query)
+        fix = f"pass num_query={query}, num_train={train} (or smaller)"
+    raise ConfigError(
+        f"{whose + ': its ' if whose else ''}{num_labeled:,} labeled images cannot hold {num_query} queries and a "
+        f"database of at least {num_train} training images: {fix}."
+    )
 
 
-@dataclasses.dataclass
-class CocoUnifiedConfig(datasets.BuilderConfig):
-    """Which columns and rows to build, and where COCO is read from.
-
-    Attributes:
-        with_images: include the `image` column; without it no image archive is read at all.
-        labeled_only: keep only the images with at least one instance annotation.
-        doc2vec: include the `doc2vec` column, read from the sidecar at `doc2vec_path`.
-        doc2vec_path: the Parquet sidecar written by tools/doc2vec.py; by default
-            `coco_unified_doc2vec.parquet` next to this script (or in its Hub repo).
-        base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...).
-        num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
-        protocol: instead of one `train` split of the pool, the splits `query`, `database` and
-            `train` of the labeled pool drawn by `sample_protocol` (as tools/export.py does).
-        protocol_seed, num_query, num_train: the seed and sizes of that draw.
-    """
-
-    with_images: bool = True
-    labeled_only: bool = False
-    doc2vec: bool = True
-    doc2vec_path: str | None = None
-    base_url: str | None = None
-    num_shards: int = DEFAULT_NUM_SHARDS
-    protocol: bool = False
-    protocol_seed: int = 0
-    num_query: int = DEFAULT_NUM_QUERY
-    num_train: int = max(DEFAULT_TRAIN_SIZES)
-
-    def needed_parts(self) -> list[str]:
-        return [ANNOTATIONS] + (list(COCO_SPLITS) if self.with_images else [])
-
-    def split_positions(self, records: Sequence[ImageRecord]) -> dict[str, list[int]]:
-        """Split name -> the positions in `records` (the pool, in index order) that split holds."""
-        if not self.protocol:
-            return {str(datasets.Split.TRAIN): [p for p, r in enumerate(records) if r.labels or not self.labeled_only]}
-        position_of = {record.index: position for position, record in enumerate(records)}
-        drawn = sample_protocol(
-            [r.index for r in records if r.labels], self.protocol_seed, self.num_query, [self.num_train]
-        )
-        named = {"query": drawn.query, "database": drawn.database, "train": drawn.train[self.num_train]}
-        return {name: [position_of[index] for index in indices.tolist()] for name, indices in named.items()}
-
-    def real_split_sizes(self) -> dict[str, int]:
-        """The rows of each split when built from the real COCO 2017."""
-        if self.protocol:
-            return {"query": self.num_query, "database": REAL_COUNTS.labeled - self.num_query, "train": self.num_train}
-        return {str(datasets.Split.TRAIN): REAL_COUNTS.labeled if self.labeled_only else REAL_COUNTS.images}
-
-
-def official_checksums(locations: dict[str, str]) -> dict[str, dict]:
-    """`datasets`' expected download checksums, for the official archives wherever they are read from."""
-    return {
-        location: {"num_bytes": ARCHIVES[name].num_bytes, "checksum": ARCHIVES[name].sha256}
-        for name, location in locations.items()
-    }
-
-
-class CocoUnified(datasets.GeneratorBasedBuilder):
-    """The unified COCO 2017 pool: train2017 + val2017 ordered by image id."""
-
-    VERSION = VERSION
-    BUILDER_CONFIG_CLASS = CocoUnifiedConfig
-    BUILDER_CONFIGS = [
-        CocoUnifiedConfig(name="default", version=VERSION, description="All 123,287 images with every column."),
-        CocoUnifiedConfig(
-            name="labeled",
-            version=VERSION,
-            labeled_only=True,
-            description="The 122,218 images with at least one label.",
-        ),
-        CocoUnifiedConfig(
-            name="no_images",
-            version=VERSION,
-            with_images=False,
-            description="All images' labels and text, no image column.",
-        ),
-        CocoUnifiedConfig(
-            name="labeled_no_images",
-            version=VERSION,
-            labeled_only=True,
-            with_images=False,
-            description="Labeled images' labels and text, no image column.",
-        ),
-        CocoUnifiedConfig(
-            name="protocol",
-            version=VERSION,
-            protocol=True,
-            description="The labeled pool as the seeded splits of the hashing literature: 5,000 query images, "
-            "the rest as database, 10,000 training images drawn from the database.",
-        ),
-    ]
-    DEFAULT_CONFIG_NAME = "default"
-
-    def __init__(self, *args, **kwargs):
-        # Used directly (datasets >= 4 loads no scripts), relative paths such as the default
-        # sidecar resolve next to this file, as they do next to the script when it is loaded.
-        kwargs.setdefault("base_path", os.path.dirname(os.path.abspath(__file__)))
-        super().__init__(*args, **kwargs)
-        self.categories = CategoryMap()
-        self._check_sha256 = False  # set by download_and_prepare(verification_mode="all_checks")
-
-    def download_and_prepare(self, *args, verification_mode=None, **kwargs):
-        # datasets >= 4 no longer hashes downloads itself: remember whether the user asked to.
-        mode = datasets.VerificationMode(verification_mode or datasets.VerificationMode.BASIC_CHECKS)
-        self._check_sha256 = mode == datasets.VerificationMode.ALL_CHECKS
-        return super().download_and_prepare(*args, verification_mode=verification_mode, **kwargs)
-
-    def _info(self):
-        features = {
-            "index": datasets.Value("int32"),
-            "image_id": datasets.Value("int64"),
-            "file_name": datasets.Value("string"),
-            "coco_split": datasets.ClassLabel(names=list(COCO_SPLITS)),
-            "image": datasets.Image(),
-            "width": datasets.Value("int32"),
-            "height": datasets.Value("int32"),
-            "captions": datasets.Sequence(datasets.Value("string")),
-            "caption_ids": datasets.Sequence(datasets.Value("int64")),
-            "labels": datasets.Sequence(datasets.ClassLabel(names=CLASS_NAMES)),
-            "multi_hot": datasets.Sequence(datasets.Value("uint8"), length=len(CLASS_NAMES)),
-            "doc2vec": datasets.Sequence(datasets.Value("float32"), length=DOC2VEC_DIM),
-        }
-        if not self.config.with_images:
-            del features["image"]
-        if not self.config.doc2vec:
-            del features["doc2vec"]
-        return datasets.DatasetInfo(
-            description=_DESCRIPTION,
-            features=datasets.Features(features),
-            homepage=_HOMEPAGE,
-            license=_LICENSE,
-            citation=_CITATION,
-        )
-
-    def _split_generators(self, dl_manager):
-        config = self.config
-        storage_options = dl_manager.download_config.storage_options
-        needed = config.needed_parts()
-        parts = locate_parts(config.data_dir, config.base_url)
-        require_parts(parts, needed)
-        parts = self._fetch(dl_manager, {name: parts[name] for name in needed})
-
-        records = build_annotation_index(parts[ANNOTATIONS], storage_options)
-        counts = count_pool(records)
-        real = self._is_real_coco(parts, counts, storage_options)
-        if real:
-            check_real_counts(counts)
-            if self._check_sha256:
-                self._check_checksums(dl_manager, parts)
-        logger.info(f"{'The official COCO 2017' if real else 'A COCO copy that is not the full COCO 2017'}: {counts}")
-        splits = config.split_positions(records)
-        self._set_expectations(real, parts, {name: len(positions) for name, positions in splits.items()})
-
-        used = sorted(set().union(*splits.values()))
-        images = None
-        if config.with_images:
-            images = {}
-            for split in COCO_SPLITS:
-                images.update(
-                    list_images(
-                        parts[split], [records[p] for p in used if records[p].coco_split == split], storage_options
-                    )
-                )
-        doc2vec = None
-        if config.doc2vec:
-            vectors = self._read_doc2vec(dl_manager, [records[p] for p in used], storage_options)
-            doc2vec = np.zeros((len(records), DOC2VEC_DIM), dtype=np.float32)
-            doc2vec[used] = vectors
-        return [
-            datasets.SplitGenerator(
-                name=name,
-                gen_kwargs={
-                    "shards": plan_shards(
-                        [records[p] for p in positions],
-                        images,
-                        None if doc2vec is None else doc2vec[positions],
-                        config.num_shards,
-                        dl_manager.is_streaming,
-                        storage_options,
-                    )
-                },
-            )
-            for name, positions in splits.items()
-        ]
-
-    def _fetch(self, dl_manager, parts: dict[str, Part]) -> dict[str, Part]:
-        """Zips through the download manager: cached downloads, or URLs when streaming."""
-        zipped = {name: part.location for name, part in parts.items() if part.zipped}
-        fetched = dl_manager.download(zipped) if zipped else {}
-        return {
-            name: dataclasses.replace(part, location=fetched.get(name, part.location)) for name, part in parts.items()
-        }
-
-    def _is_real_coco(self, parts: dict[str, Part], counts: PoolCounts, storage_options) -> bool:
-        """Archives of the official sizes are the real COCO; extracted folders are judged by their image count."""
-        zipped = [part for part in parts.values() if part.zipped]
-        if not zipped:
-            return counts.images == REAL_COUNTS.images
-        return all(location_size(part.location, storage_options) == ARCHIVES[part.name].num_bytes for part in zipped)
-
-    def _set_expectations(self, real: bool, parts: dict[str, Part], split_sizes: dict[str, int]) -> None:
-        """What `datasets` verifies: the split size and checksums apply only to the real COCO.
-
-        A subset or a sample is consistent too, so it must not be held to the real numbers.
-        """
-        if not real:
-            self.info.splits = None
-            self.info.download_checksums = None
-            return
-        self.info.splits = datasets.SplitDict(dataset_name=self.dataset_name)
-        for name, num_rows in split_sizes.items():
-            self.info.splits.add(datasets.SplitInfo(name=name, num_examples=num_rows))
-        # Checksums are recorded under the name each zip had before download.
-        located = locate_parts(self.config.data_dir, self.config.base_url)
-        self.info.download_checksums = official_checksums(
-            {name: located[name].location for name, part in parts.items() if part.zipped}
-        )
-
-    def _check_checksums(self, dl_manager, parts: dict[str, Part]) -> None:
-        """sha256 of each official zip, reusing what datasets < 4 hashed while downloading."""
-        located = locate_parts(self.config.data_dir, self.config.base_url)
-        recorded = dl_manager.get_recorded_sizes_checksums()
-        for name, part in parts.items():
-            if not part.zipped:
-                continue
-            checksum = recorded.get(located[name].location, {}).get("checksum")
-            if checksum is None:
-                with open(part.location, "rb") as file:
-                    checksum = hashlib.file_digest(file, "sha256").hexdigest()
-            if checksum != ARCHIVES[name].sha256:
-                raise CocoError(
-                    f"{part.location}: sha256 {checksum} differs from the official {ARCHIVES[name].sha256}; "
-                    "the file is corrupt, delete it and download it again."
-                )
-
-    def _read_doc2vec(self, dl_manager, records: Sequence[ImageRecord], storage_options) -> np.ndarray:
-        path = self.config.doc2vec_path or DOC2VEC_SIDECAR
-        try:
-            location = dl_manager.download(path)
-        except FileNotFoundError:
-            raise missing_sidecar_error(path) from None
-        vectors, provenance = read_doc2vec_sidecar(location, [record.image_id for record in records], storage_options)
-        logger.info(f"Doc2Vec vectors from {location}")
-        logger.debug(f"Doc2Vec provenance: {provenance}")
-        return vectors
-
-    def _generate_examples(self, shards: list[Shard]):
-        for shard in shards:
-            readers: dict[str, ByteRangeReader] = {}
-            run_ends = shard.run_ends()
-            try:
-                for row, record in enumerate(shard.records):
-                    example = {
-                        "index": record.index,
-                        "image_id": record.image_id,
-                        "file_name": record.file_name,
-                        "coco_split": record.coco_split,
-                        "width": record.width,
-                        "height": record.height,
-                        "captions": record.captions,
-                        "caption_ids": record.caption_ids,
-                        "labels": record.labels,
-                        "multi_hot": self.categories.multi_hot(record.labels),
-                    }
-                    if shard.images is not None:
-                        entry = shard.images[row]
-                        content = read_image(entry, readers, run_ends, shard.storage_options)
-                        example["image"] = {"path": record.file_name, "bytes": content}
-                    if shard.doc2vec is not None:
-                        example["doc2vec"] = shard.doc2vec[row]
-                    yield record.image_id, example
-            finally:
-                for reader in readers.values():
-                    reader.close()
+def _round_down(number: int) -> int:
+    """The largest of 1, 2, 5, 10, 20, 50, ... not above `number` (at least 1): a size easy to read."""
+    best = 1
+    for magnitude in (10**exponent for exponent in range(len(str(max(number, 1))))):
+        best = max([best] + [step * magnitude for step in (1, 2, 5) if step * magnitude <= number])
+    return best

@@ -4,8 +4,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
+import socket
 import zipfile
 
 import datasets
@@ -14,10 +16,21 @@ import pytest
 from datasets.distributed import split_dataset_by_node
 
 import coco_unified
-from coco_unified import CocoError, CocoUnified
+from coco_unified import (
+    AnnotationError,
+    ArchiveError,
+    CocoError,
+    CocoUnified,
+    ConfigError,
+    MissingPartError,
+    ServerUnreachableError,
+    SidecarError,
+)
 
 ORACLE_COLUMNS = ("index", "image_id", "file_name", "width", "height", "captions", "caption_ids", "labels", "multi_hot")
 IMAGE_ZIPS = ("zips/train2017.zip", "zips/val2017.zip")
+ANNOTATIONS_ZIP = "annotations/annotations_trainval2017.zip"
+LOGGER = "datasets.coco_unified"
 # datasets < 4 prefills a builder's info (split sizes included) from the dataset_infos.json beside it.
 DATASETS_READS_SHIPPED_INFOS = int(datasets.__version__.split(".")[0]) < 4
 
@@ -60,12 +73,12 @@ def assert_matches_oracle(rows, oracle, image_ids, sidecar_vectors=None):
 
 
 @contextlib.contextmanager
-def raises_coco_error(pattern):
-    """A CocoError matching `pattern`, raised directly or as the cause of datasets' generation error."""
+def raises_coco_error(kind, pattern):
+    """A `kind` of CocoError matching `pattern`, raised directly or as the cause of datasets' generation error."""
     with pytest.raises((CocoError, datasets.exceptions.DatasetGenerationError)) as caught:
-        yield
+        yield caught
     error = caught.value if isinstance(caught.value, CocoError) else caught.value.__cause__
-    assert isinstance(error, CocoError), repr(caught.value)
+    assert isinstance(error, kind), repr(caught.value)
     assert re.search(pattern, str(error)), str(error)
 
 
@@ -175,7 +188,7 @@ def test_shards_divide_train2017_by_bytes(sample_dir, tmp_path):
     assert len(train_shards) == 20 and len(shards) == 21
     for shard in shards:  # one contiguous run of one archive: a single request
         members = [entry.member for entry in shard.images]
-        assert {entry.part.name for entry in shard.images} == {shard.records[0].coco_split}
+        assert {entry.source.name for entry in shard.images} == {shard.records[0].coco_split}
         assert all(a.start < b.start for a, b in zip(members, members[1:]))
     spans = [sum(e.member.end - e.member.start for e in shard.images) for shard in train_shards]
     assert max(spans) < 2 * min(spans)
@@ -202,14 +215,68 @@ def test_busy_server_is_retried(mirror, oracle, tmp_path, monkeypatch):
 
 
 def test_http_error_names_the_url(mirror, tmp_path):
-    with raises_coco_error(r"annotations_trainval2017\.zip.*not found"):
+    with raises_coco_error(MissingPartError, r"annotations_trainval2017\.zip.*not found"):
         stream(tmp_path, base_url=mirror.base_url + "/no-such-mirror")
 
 
 def test_server_ignoring_range_is_reported(mirror, tmp_path):
     dataset = stream(tmp_path, base_url=mirror.base_url)
     mirror.ignore_range("zips/train2017.zip")
-    with raises_coco_error(r"train2017\.zip.*ignored the Range request"):
+    with raises_coco_error(ArchiveError, r"train2017\.zip.*ignored the Range request"):
+        list(dataset)
+
+
+def unused_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# What each failure to reach the mirror raises, and what its message says was tried.
+NETWORK_FAULTS = {
+    "dns": (ServerUnreachableError, r"cannot be reached: the host name does not resolve .*\(3 attempts over"),
+    "refused": (ServerUnreachableError, r"cannot be reached: connection refused \(3 attempts over"),
+    "404": (MissingPartError, r"not found \(HTTP 404, 1 attempt\)\. Check base_url: a mirror needs the official"),
+    "503": (ServerUnreachableError, r"cannot be reached: HTTP 503 \(3 attempts over"),
+}
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("fault", list(NETWORK_FAULTS))
+def test_unreachable_mirror_says_what_was_tried_and_how_to_work_offline(
+    fault, streaming, mirror, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(coco_unified, "RETRY_BASE_DELAY", 0.01)
+    for proxy in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):  # a proxy would answer for the lost host
+        monkeypatch.delenv(proxy, raising=False)
+    base_url = {
+        "dns": "http://coco-mirror.invalid",  # RFC 6761: never resolves
+        "refused": f"http://127.0.0.1:{unused_loopback_port()}",
+        "404": mirror.base_url + "/no-such-mirror",
+        "503": mirror.base_url,
+    }[fault]
+    if fault == "503":
+        mirror.fail_status(ANNOTATIONS_ZIP, 503, times=100)
+    kind, what = NETWORK_FAULTS[fault]
+    offline = r"To work offline, download train2017\.zip, val2017\.zip, annotations_trainval2017\.zip .* data_dir="
+    with raises_coco_error(kind, rf"^{re.escape(f'{base_url}/{ANNOTATIONS_ZIP}')}: {what}.*{offline}"):
+        (stream if streaming else prepare)(tmp_path, "no_images", base_url=base_url)
+
+
+def test_busy_server_is_retried_before_downloading(mirror, oracle, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_unified, "RETRY_BASE_DELAY", 0.01)
+    mirror.fail_status(ANNOTATIONS_ZIP, 503, times=2)
+    assert len(prepare(tmp_path, "no_images", base_url=mirror.base_url)) == len(oracle)
+
+
+def test_reads_failing_every_retry_are_reported(mirror, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_unified, "RETRY_BASE_DELAY", 0.01)
+    dataset = stream(tmp_path, base_url=mirror.base_url)
+    mirror.fail_status("zips/val2017.zip", 503, times=100)
+    attempts = coco_unified.RETRIES + 1
+    with raises_coco_error(
+        ServerUnreachableError, rf"val2017\.zip \(bytes [\d,]+-[\d,]+\): .*HTTP 503 \({attempts} attempts"
+    ):
         list(dataset)
 
 
@@ -241,13 +308,13 @@ def edit_annotation(path, file_name, edit):
 def test_image_missing_from_archive(sample_copy, oracle, tmp_path):
     victim = next(row for row in oracle.values() if row["coco_split"] == "val2017")["file_name"]
     rewrite_zip(sample_copy / "val2017.zip", lambda name, data: None if name.endswith(victim) else data)
-    with raises_coco_error(rf"val2017\.zip: 1 annotated images are missing.*{victim}"):
+    with raises_coco_error(ArchiveError, rf"val2017\.zip: 1 annotated image is missing.*{victim}"):
         prepare(tmp_path, data_dir=str(sample_copy))
 
 
 def test_duplicate_image_id(sample_copy, tmp_path):
     edit_annotation(sample_copy, "captions_val2017.json", lambda doc: doc["images"].append(doc["images"][0]))
-    with raises_coco_error(r"captions_val2017\.json: image id \d+ is listed twice"):
+    with raises_coco_error(AnnotationError, r"captions_val2017\.json: image id \d+ is listed twice"):
         prepare(tmp_path, data_dir=str(sample_copy))
 
 
@@ -256,7 +323,7 @@ def test_unknown_category_id(sample_copy, tmp_path):
         doc["annotations"][0]["category_id"] = 12
 
     edit_annotation(sample_copy, "instances_train2017.json", break_first)
-    with raises_coco_error(r"instances_train2017\.json, annotation \d+: unknown category id 12"):
+    with raises_coco_error(AnnotationError, r"instances_train2017\.json, annotation \d+: unknown category id 12"):
         prepare(tmp_path, data_dir=str(sample_copy))
 
 
@@ -265,7 +332,7 @@ def test_malformed_json(sample_copy, tmp_path):
         sample_copy / "annotations_trainval2017.zip",
         lambda name, data: data[: len(data) // 2] if name.endswith("captions_train2017.json") else data,
     )
-    with raises_coco_error(r"captions_train2017\.json: malformed JSON"):
+    with raises_coco_error(AnnotationError, r"captions_train2017\.json: malformed JSON"):
         prepare(tmp_path, data_dir=str(sample_copy))
 
 
@@ -274,14 +341,14 @@ def test_wrong_type_in_json_names_the_entry(sample_copy, tmp_path):
         doc["annotations"][3]["image_id"] = "one"
 
     edit_annotation(sample_copy, "captions_val2017.json", break_caption)
-    with raises_coco_error(r"captions_val2017\.json: .*annotations\[3\]\.image_id"):
+    with raises_coco_error(AnnotationError, r"captions_val2017\.json: .*annotations\[3\]\.image_id"):
         prepare(tmp_path, data_dir=str(sample_copy))
 
 
 def test_truncated_zip(sample_copy, tmp_path):
     path = sample_copy / "train2017.zip"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with raises_coco_error(r"train2017\.zip: not a readable zip"):
+    with raises_coco_error(ArchiveError, r"train2017\.zip: not a readable zip"):
         prepare(tmp_path, data_dir=str(sample_copy))
 
 
@@ -293,20 +360,20 @@ def test_corrupt_entry_fails_its_crc(sample_copy, oracle, tmp_path):
     data_offset = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
     data[data_offset + 10] ^= 0xFF
     path.write_bytes(bytes(data))
-    with raises_coco_error(rf"train2017\.zip, entry {info.filename}: CRC mismatch"):
+    with raises_coco_error(ArchiveError, rf"train2017\.zip, entry {info.filename}: CRC mismatch"):
         prepare(tmp_path, data_dir=str(sample_copy))
 
 
 def test_missing_archive_is_named(sample_copy, tmp_path):
     (sample_copy / "val2017.zip").unlink()
-    with raises_coco_error(r"Missing from data_dir: .*val2017\.zip"):
+    with raises_coco_error(MissingPartError, r"Missing from data_dir: .*val2017\.zip"):
         prepare(tmp_path, data_dir=str(sample_copy))
     assert len(prepare(tmp_path, "no_images", data_dir=str(sample_copy))) > 0  # not needed without images
 
 
 @pytest.mark.parametrize("load", [prepare, stream])
 def test_missing_sidecar_says_how_to_make_it(load, sample_dir, tmp_path):
-    with raises_coco_error(r"sidecar .*none\.parquet not found.*coco-unified doc2vec"):
+    with raises_coco_error(SidecarError, r"sidecar .*none\.parquet not found.*coco-unified doc2vec"):
         load(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(tmp_path / "none.parquet"))
 
 
@@ -314,7 +381,7 @@ def test_sidecar_missing_an_image(sample_dir, oracle, tmp_path):
     path = tmp_path / "partial.parquet"
     ids = sorted(oracle)[1:]
     coco_unified.write_doc2vec_sidecar(str(path), ids, np.zeros((len(ids), 300), np.float32), {})
-    with raises_coco_error(rf"no Doc2Vec vector for 1 images .*{sorted(oracle)[0]}"):
+    with raises_coco_error(SidecarError, rf"no Doc2Vec vector for 1 image of the pool .*{sorted(oracle)[0]}"):
         prepare(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(path))
 
 
@@ -346,7 +413,7 @@ def test_official_copy_is_verified(sample_dir, sample_as_official, tmp_path):
 def test_official_copy_with_a_bad_checksum(sample_dir, sample_as_official, tmp_path, monkeypatch):
     archive = coco_unified.ARCHIVES["val2017"]
     monkeypatch.setitem(coco_unified.ARCHIVES, "val2017", dataclasses.replace(archive, sha256="0" * 64))
-    with raises_coco_error(r"val2017\.zip: sha256 \w+ differs from the official 0000"):
+    with raises_coco_error(ArchiveError, r"val2017\.zip: sha256 \w+ differs from the official 0000"):
         make_builder(tmp_path, data_dir=str(sample_dir)).download_and_prepare(verification_mode="all_checks")
     make_builder(tmp_path, data_dir=str(sample_dir)).download_and_prepare()  # hashing is asked for, not imposed
 
@@ -355,7 +422,7 @@ def test_official_copy_with_wrong_counts(sample_dir, sample_as_official, tmp_pat
     monkeypatch.setattr(
         coco_unified, "REAL_COUNTS", dataclasses.replace(sample_as_official, captions=sample_as_official.captions + 1)
     )
-    with raises_coco_error("annotations hold"):
+    with raises_coco_error(AnnotationError, "annotations hold"):
         prepare(tmp_path, data_dir=str(sample_dir))
 
 
@@ -408,6 +475,132 @@ def test_protocol_depends_on_its_seed_only(sample_dir, tmp_path):
     assert first["query"] != protocol_splits(tmp_path / "c", sample_dir, protocol_seed=4)["query"]
 
 
-def test_protocol_too_big_for_the_pool(sample_dir, tmp_path):
-    with raises_coco_error(r"243 labeled images cannot hold 5000 queries"):
-        make_builder(tmp_path, "protocol", data_dir=str(sample_dir), with_images=False).download_and_prepare()
+def test_protocol_too_big_for_the_pool_names_sizes_that_fit_before_reading_images(mirror, sample_dir, tmp_path):
+    fix = r"pass num_query=(\d+), num_train=(\d+) \(or smaller\)"
+    with raises_coco_error(
+        ConfigError, rf"protocol config on this copy of COCO: its 243 labeled images cannot hold 5000 queries.*{fix}"
+    ) as caught:
+        make_builder(tmp_path, "protocol", base_url=mirror.base_url).download_and_prepare()
+    assert [mirror.traffic().for_path(path).requests for path in IMAGE_ZIPS] == [0, 0]
+    num_query, num_train = map(int, re.search(fix, str(caught.value)).groups())
+    assert (num_query, num_train) == (50, 100)
+    builder = make_builder(
+        tmp_path / "fits",
+        "protocol",
+        data_dir=str(sample_dir),
+        with_images=False,
+        **{"num_query": num_query, "num_train": num_train},
+    )
+    builder.download_and_prepare()
+    assert (builder.info.splits["query"].num_examples, builder.info.splits["train"].num_examples) == (50, 100)
+
+
+@pytest.mark.parametrize("num_labeled", [2, 3, 7, 243, 1_000, 122_218])
+def test_suggested_protocol_sizes_fit_any_pool(num_labeled):
+    with pytest.raises(ConfigError, match="or smaller") as caught:
+        coco_unified.check_protocol_fits(num_labeled, 10**6, 10**6)
+    num_query, num_train = map(int, re.search(r"num_query=(\d+), num_train=(\d+)", str(caught.value)).groups())
+    drawn = coco_unified.sample_protocol(np.arange(num_labeled), 0, num_query, [num_train])
+    assert len(drawn.query) == num_query and len(drawn.train[num_train]) == num_train
+
+
+def test_protocol_splits_carry_their_own_doc2vec_vectors(sample_dir, sidecar, sidecar_vectors, tmp_path):
+    builder = make_builder(
+        tmp_path,
+        "protocol",
+        data_dir=str(sample_dir),
+        with_images=False,
+        num_query=50,
+        num_train=100,
+        doc2vec=True,
+        doc2vec_path=str(sidecar),
+    )
+    builder.download_and_prepare()
+    for split in ("query", "database", "train"):  # the train images are database images too
+        rows = list(builder.as_dataset(split))
+        assert all(
+            np.array_equal(np.asarray(row["doc2vec"], np.float32), sidecar_vectors[row["image_id"]]) for row in rows
+        )
+
+
+# ----------------------------------------------------------------------------- loader arguments
+
+
+def test_error_kinds_are_distinct_value_errors():
+    kinds = [ConfigError, MissingPartError, ServerUnreachableError, ArchiveError, AnnotationError, SidecarError]
+    assert all(issubclass(kind, CocoError) and issubclass(kind, ValueError) for kind in kinds)
+    assert not any(issubclass(a, b) for a in kinds for b in kinds if a is not b)
+
+
+@pytest.mark.parametrize("config", ["labeled", None])
+@pytest.mark.parametrize(
+    "keyword, closest",
+    [("doc2vec_pth", "doc2vec_path"), ("num_shard", "num_shards"), ("labelled_only", "labeled_only")],
+)
+def test_misspelt_keyword_lists_the_valid_ones(config, keyword, closest, tmp_path):
+    with raises_coco_error(
+        ConfigError, rf"^{keyword}= is not a keyword of CocoUnified; did you mean {closest}=\?"
+    ) as caught:
+        CocoUnified(config_name=config, cache_dir=str(tmp_path), **{keyword: 1})
+    message = str(caught.value)
+    assert all(name in message for name in ("with_images", "num_query", "data_dir", "cache_dir", "storage_options"))
+    assert "CocoUnifiedConfig(" not in message
+
+
+BAD_VALUES = [
+    ({"num_shards": 0}, r"num_shards=0: must be a whole number >= 1; pass e\.g\. num_shards=16, the default"),
+    ({"num_shards": -2}, r"num_shards=-2: must be a whole number >= 1"),
+    ({"num_shards": "8"}, r"num_shards='8': must be a whole number"),
+    ({"num_shards": 2.5}, r"num_shards=2\.5: must be a whole number"),
+    ({"num_query": 0}, r"num_query=0: must be a whole number >= 1"),
+    ({"num_train": -1}, r"num_train=-1: must be a whole number >= 0"),
+    ({"protocol_seed": -1}, r"protocol_seed=-1: must be a whole number >= 0"),
+    ({"with_images": "no"}, r"with_images='no': pass with_images=True or with_images=False"),
+    ({"doc2vec_path": 3}, r"doc2vec_path=3: pass the path or URL of the sidecar"),
+    ({"data_dir": "/data/coco", "base_url": "http://mirror.example.org"}, r"both given: pass data_dir .* or base_url"),
+    ({"base_url": "ftp://mirror.example.org/coco"}, r"base_url='ftp://mirror\.example\.org/coco': pass an http://"),
+    ({"base_url": "images.cocodataset.org"}, r"base_url='images\.cocodataset\.org': pass an http://"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_VALUES)
+def test_bad_values_fail_when_the_builder_is_made(kwargs, message, tmp_path):
+    with raises_coco_error(ConfigError, message):
+        CocoUnified(config_name="default", cache_dir=str(tmp_path), **kwargs)
+    with raises_coco_error(ConfigError, message):
+        coco_unified.CocoUnifiedConfig(name="custom", **kwargs)
+
+
+def test_file_url_mirror(sample_dir, oracle, tmp_path):
+    mirror_dir = tmp_path / "mirror"
+    for archive in coco_unified.ARCHIVES.values():
+        (mirror_dir / archive.url_path).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(sample_dir / archive.file_name, mirror_dir / archive.url_path)
+    assert_matches_oracle(raw_rows(stream(tmp_path, base_url=mirror_dir.as_uri())), oracle, oracle)
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+def logged(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == LOGGER]
+
+
+def test_logs_say_counts_in_words_under_the_datasets_logger(sample_dir, oracle, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    prepare(tmp_path, data_dir=str(sample_dir))
+    messages = logged(caplog)
+    for split in ("train2017", "val2017"):  # the sample puts one file no annotation lists in each zip
+        assert f"1 file in {sample_dir / split}.zip is listed by no annotation: skipped (e.g. {split}/" in "\n".join(
+            messages
+        )
+    captions = sum(len(row["captions"]) for row in oracle.values())
+    assert f"A COCO copy that is not the full COCO 2017: 247 images, {captions:,} captions, 243 labeled" in messages
+    assert not any("PoolCounts(" in message for message in messages)
+
+
+def test_labeled_config_does_not_report_unlabeled_images_as_unlisted(sample_dir, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    prepare(tmp_path, "labeled", data_dir=str(sample_dir))
+    unlisted = [message for message in logged(caplog) if "listed by no annotation" in message]
+    assert len(unlisted) == 2 and all(message.startswith("1 file in ") for message in unlisted), unlisted

@@ -6,6 +6,7 @@ copies a script into its module cache only the first time it sees it (REFERENCE 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ SCRIPTS_SUPPORTED = int(datasets.__version__.split(".")[0]) < 4
 
 LOAD_AND_SUMMARISE = textwrap.dedent(
     """
-    import json, sys
+    import json, logging, sys
     import numpy as np
     from datasets import Image, load_dataset
     script, config, data_dir, streaming = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
@@ -34,25 +35,34 @@ LOAD_AND_SUMMARISE = textwrap.dedent(
         "image_ids": [row["image_id"] for row in rows],
         "doc2vec_sums": [float(np.sum(row["doc2vec"], dtype=np.float64)) for row in rows] if "doc2vec" in rows[0] else None,
         "image_sizes": [len(row["image"]["bytes"]) for row in rows] if "image" in rows[0] else None,
+        "loggers": sorted(name for name in logging.root.manager.loggerDict if "coco_unified" in name),
     }))
     """
 )
 
 
-def load_in_fresh_process(script, config, data_dir, streaming, tmp_path):
+LOAD_WITH_A_TYPO = textwrap.dedent(
+    """
+    import sys
+    from datasets import load_dataset
+    load_dataset(sys.argv[1], data_dir=sys.argv[2], doc2vec_pth="vectors.parquet", split="train", trust_remote_code=True)
+    """
+)
+
+
+def run_in_fresh_process(code, args, tmp_path):
     env = dict(
         os.environ,
         HF_MODULES_CACHE=str(tmp_path / "modules"),
         HF_DATASETS_CACHE=str(tmp_path / "datasets"),
         HF_HUB_OFFLINE="1",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_SUMMARISE, str(script), config, str(data_dir), "1" if streaming else "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [sys.executable, "-c", code, *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def load_in_fresh_process(script, config, data_dir, streaming, tmp_path):
+    result = run_in_fresh_process(LOAD_AND_SUMMARISE, [script, config, data_dir, "1" if streaming else "0"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
@@ -83,6 +93,7 @@ def test_load_dataset_runs_the_script_with_its_default_sidecar(
     assert summary["image_ids"] == sorted(oracle)
     assert summary["image_sizes"] == [len(oracle[image_id]["image"]) for image_id in sorted(oracle)]
     assert np.allclose(summary["doc2vec_sums"], doc2vec_sums)
+    assert summary["loggers"] == ["datasets.coco_unified"]  # no module-cache hash in the name
 
 
 @pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts")
@@ -91,6 +102,18 @@ def test_load_dataset_labeled_no_images(script_beside_sidecar, sample_dir, oracl
     summary, _ = load_in_fresh_process(script, "labeled_no_images", sample_dir, False, tmp_path)
     assert summary["image_ids"] == sorted(image_id for image_id, row in oracle.items() if row["labels"])
     assert "image" not in summary["columns"] and "doc2vec" in summary["columns"]
+
+
+@pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts; test_builder.py covers the class")
+def test_load_dataset_with_a_misspelt_keyword_lists_the_valid_ones(script_beside_sidecar, sample_dir, tmp_path):
+    script, _ = script_beside_sidecar
+    result = run_in_fresh_process(LOAD_WITH_A_TYPO, [script, sample_dir], tmp_path)
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert re.search(
+        r"\.ConfigError: doc2vec_pth= is not a keyword of CocoUnified; did you mean doc2vec_path=\? ", last_line
+    )
+    assert "num_shards" in last_line and "CocoUnifiedConfig(" not in result.stderr
 
 
 @pytest.mark.skipif(SCRIPTS_SUPPORTED, reason="only datasets >= 4 refuses scripts")
