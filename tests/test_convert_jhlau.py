@@ -1,4 +1,4 @@
-"""tools.lib.jhlau on fork-format model directories written by tools.fakes.jhlau_fixture.
+"""tools/lib/jhlau.py on fork-format model directories written by tools/fakes/jhlau_fixture.py.
 
 A small real gensim 4 DBOW model is written in the on-disk format of jhlau's pretrained models and
 converted back; the result must match the original word for word and bit for bit, and infer the
@@ -20,6 +20,7 @@ import pytest
 from gensim.models import Doc2Vec
 from gensim.models.doc2vec import TaggedDocument
 
+from coco_unified import CocoError
 from tools.fakes.jhlau_fixture import (
     PICKLE_NAME,
     SYN0_NAME,
@@ -33,7 +34,6 @@ from tools.lib.jhlau import (
     ConversionError,
     conversion_record,
     convert_jhlau_model,
-    main,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_cli_saves_a_loadable_model_and_reports_provenance(trained_model, fork_d
     output = tmp_path / "out" / "enwiki_dbow.gensim4"
 
     finished = subprocess.run(
-        [sys.executable, "-m", "tools.lib.jhlau", str(fork_dir), str(output)],
+        [sys.executable, "-m", "tools.convert_jhlau", str(fork_dir), str(output)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -187,22 +187,11 @@ def test_cli_saves_a_loadable_model_and_reports_provenance(trained_model, fork_d
         assert np.array_equal(infer(loaded, words), infer(trained_model, words))
 
 
-def test_help_explains_every_argument(capsys):
-    with pytest.raises(SystemExit) as finished:
-        main(["--help"])
-
-    assert finished.value.code == 0
-    text = capsys.readouterr().out
-    for argument in ("MODEL_DIR", "OUTPUT_PATH", "--log-level", "enwiki_dbow.tgz", "Doc2Vec.load"):
-        assert argument in text
-
-
-def test_cli_reports_errors_without_a_traceback(damaged_dir, tmp_path, caplog):
+def test_conversion_errors_are_coco_errors(damaged_dir):
     (damaged_dir / SYN0_NAME).unlink()
-
-    assert main([str(damaged_dir), str(tmp_path / "out")]) == 1
-    assert f"{damaged_dir / SYN0_NAME} is missing" in caplog.text
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(CocoError, match=f"{damaged_dir / SYN0_NAME} is missing"):
+        convert_jhlau_model(damaged_dir)
+    assert issubclass(ConversionError, CocoError)
 
 
 def test_missing_syn1neg_is_named_with_the_fix(damaged_dir):

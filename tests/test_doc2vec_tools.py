@@ -1,11 +1,13 @@
-"""tools/doc2vec.py, export_arrays.py and evaluate_doc2vec.py on a generated sample.
+"""tools/lib/doc2vec_build.py (with the model, inference and chunk modules under it) on a generated sample.
 
 Real gensim training and inference on the 247-image sample of conftest.py, with few epochs and a
 high inference learning rate so that the whole file stays fast yet the vectors mean something.
+The command line over it (`coco-unified doc2vec`) is tested in test_cli.py.
 """
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,36 +17,29 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import scipy.io
 from gensim.models.doc2vec import Doc2Vec, TaggedDocument
 
 import coco_unified
 from coco_unified import DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar, write_doc2vec_sidecar
-from tools import doc2vec as build_doc2vec
-from tools import evaluate as evaluate_doc2vec
-from tools import export as export_arrays
-from tools import protocol
 from tools.fakes.jhlau_fixture import write_jhlau_model_dir
+from tools.lib.doc2vec_build import INFER_MIN_ALPHA, BuildOptions, build_sidecar
 from tools.lib.doc2vec_inference import InferenceSettings, infer_all
 from tools.lib.doc2vec_model import file_sha256, model_path_beside, weights_sha256
 from tools.lib.pool import read_pool
+from tools.lib.protocol_files import DATABASE_IMAGE_IDS, write_pool_protocol
 from tools.lib.text import TOKENIZER, caption_tokens, join_captions
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINING = ["--epochs", "50"]
 # 100 epochs at alpha 0.1 already separate the sample's images well (measured: label mAP 0.57
 # against 0.33 by chance); the chunks are small so that the sample spans several.
-INFERENCE = ["--infer-epochs", "100", "--infer-alpha", "0.1", "--chunk-images", "60"]
-INFERENCE_SETTINGS = InferenceSettings(epochs=100, alpha=0.1, min_alpha=build_doc2vec.INFER_MIN_ALPHA, seed=7)
+INFERENCE = {"infer_epochs": 100, "infer_alpha": 0.1, "chunk_images": 60}
+INFERENCE_SETTINGS = InferenceSettings(epochs=100, alpha=0.1, min_alpha=INFER_MIN_ALPHA, seed=7)
 
 
-def build(sample_dir, output, *options):
-    build_doc2vec.build(
-        build_doc2vec.parse_args(
-            ["--data-dir", str(sample_dir), "--output", str(output), "--seed", "7", *INFERENCE, *options]
-        )
-    )
-    return output
+def build(sample_dir, output, **options):
+    """The sidecar of the sample, seed 7, with the fast inference settings unless told otherwise."""
+    settings = {"data_dir": str(sample_dir), "output": str(output), "seed": 7, **INFERENCE, **options}
+    return Path(build_sidecar(BuildOptions(**settings)))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +55,7 @@ def image_ids(records):
 @pytest.fixture(scope="module")
 def trained(sample_dir, tmp_path_factory):
     """A sidecar from the default path: train on the sample, infer with 2 workers."""
-    return build(sample_dir, tmp_path_factory.mktemp("trained") / "vectors.parquet", *TRAINING, "--workers", "2")
+    return build(sample_dir, tmp_path_factory.mktemp("trained") / "vectors.parquet", epochs=50, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +110,7 @@ def test_trained_sidecar_records_its_provenance(trained, trained_model, image_id
 
 
 def test_model_path_gives_the_same_vectors(sample_dir, trained, trained_model, image_ids, tmp_path):
-    output = build(sample_dir, tmp_path / "from_model.parquet", "--model", str(trained_model))
+    output = build(sample_dir, tmp_path / "from_model.parquet", model=str(trained_model))
     assert np.array_equal(vectors_of(output, image_ids), vectors_of(trained, image_ids))
     model = provenance_of(output)["model"]
     assert model["source"] == "gensim4 file"
@@ -125,7 +120,7 @@ def test_model_path_gives_the_same_vectors(sample_dir, trained, trained_model, i
 def test_jhlau_model_is_converted_and_gives_the_same_vectors(sample_dir, trained, trained_model, image_ids, tmp_path):
     # The fork format keeps the vocabulary, counts and both weight matrices, all that inference reads.
     fork_dir = write_jhlau_model_dir(tmp_path / "enwiki_dbow", Doc2Vec.load(str(trained_model)))
-    output = build(sample_dir, tmp_path / "from_jhlau.parquet", "--jhlau-model", str(fork_dir))
+    output = build(sample_dir, tmp_path / "from_jhlau.parquet", jhlau_model=str(fork_dir))
     assert np.array_equal(vectors_of(output, image_ids), vectors_of(trained, image_ids))
     model = provenance_of(output)["model"]
     assert model["source"].startswith("jhlau") and model["jhlau_dir"] == str(fork_dir)
@@ -134,7 +129,7 @@ def test_jhlau_model_is_converted_and_gives_the_same_vectors(sample_dir, trained
 
 
 def test_per_caption_vectors(sample_dir, trained, trained_model, records, image_ids, tmp_path):
-    output = build(sample_dir, tmp_path / "per_caption.parquet", "--model", str(trained_model), "--per-caption")
+    output = build(sample_dir, tmp_path / "per_caption.parquet", model=str(trained_model), per_caption=True)
     assert np.array_equal(vectors_of(output, image_ids), vectors_of(trained, image_ids))
     per_caption = pq.read_table(output).column("caption_doc2vec").to_pylist()
     assert [len(rows) for rows in per_caption] == [len(record.captions) for record in records]
@@ -149,22 +144,14 @@ def test_annotations_from_a_mirror_give_the_same_vectors(
     mirror, trained, trained_model, image_ids, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # aiohttp would send loopback requests to a proxy
-    output = tmp_path / "from_mirror.parquet"
-    build_doc2vec.build(
-        build_doc2vec.parse_args(
-            [
-                "--base-url",
-                mirror.base_url,
-                "--output",
-                str(output),
-                "--seed",
-                "7",
-                *INFERENCE,
-                "--model",
-                str(trained_model),
-            ]
-        )
+    options = BuildOptions(
+        base_url=mirror.base_url,
+        output=str(tmp_path / "from_mirror.parquet"),
+        seed=7,
+        model=str(trained_model),
+        **INFERENCE,
     )
+    output = build_sidecar(options)
     assert np.array_equal(vectors_of(output, image_ids), vectors_of(trained, image_ids))
     assert provenance_of(output)["source"] == mirror.base_url
 
@@ -174,8 +161,7 @@ def test_annotations_from_a_mirror_give_the_same_vectors(
 
 def test_one_and_two_workers_give_identical_vectors(sample_dir, trained, trained_model, image_ids, tmp_path):
     # Other chunks and one worker instead of two: other batches, other order, same bits.
-    args = ["--model", str(trained_model), "--workers", "1", "--chunk-images", "37"]
-    output = build(sample_dir, tmp_path / "one_worker.parquet", *args)
+    output = build(sample_dir, tmp_path / "one_worker.parquet", model=str(trained_model), workers=1, chunk_images=37)
     assert np.array_equal(vectors_of(output, image_ids), vectors_of(trained, image_ids))
 
 
@@ -237,12 +223,13 @@ def test_an_interrupted_run_resumes_from_its_last_finished_chunk(
     assert 0 < finished < num_chunks and not output.exists()
 
     with caplog.at_level("INFO"):
-        build_doc2vec.build(build_doc2vec.parse_args(["--data-dir", str(sample_dir), "--output", str(output), *slow]))
+        options = {"model": str(trained_model), "infer_epochs": 1000, "chunk_images": 20, "workers": 1}
+        build(sample_dir, output, **options)
     resumed = [message for message in caplog.messages if message.startswith("resuming")]
     assert resumed and f"{finished} of {num_chunks} chunks" in resumed[0]
     # The first chunk (from the killed run) and the last (from the resumed one) are what a
     # fresh process infers for them.
-    settings = InferenceSettings(epochs=1000, alpha=0.1, min_alpha=build_doc2vec.INFER_MIN_ALPHA, seed=7)
+    settings = InferenceSettings(epochs=1000, alpha=0.1, min_alpha=INFER_MIN_ALPHA, seed=7)
     first, last = records[0], records[-1]
     fresh = infer_all(str(trained_model), [document_of(first), document_of(last)], settings, workers=1)
     vectors = vectors_of(output, image_ids)
@@ -259,7 +246,7 @@ def test_chunks_of_other_inputs_are_discarded(sample_dir, trained_model, image_i
     work_dir.mkdir()
     (work_dir / "fingerprint").write_text("another run")
     np.save(work_dir / "chunk-000000.npy", np.zeros((60, DOC2VEC_DIM), np.float32))
-    build(sample_dir, output, "--model", str(trained_model))
+    build(sample_dir, output, model=str(trained_model))
     assert np.array_equal(vectors_of(output, image_ids), vectors_of(trained, image_ids))
 
 
@@ -270,26 +257,26 @@ def test_unreadable_model_file_is_named(sample_dir, tmp_path):
     broken = tmp_path / "broken.model"
     broken.write_bytes(b"not a pickle at all")
     with pytest.raises(CocoError, match=rf"{broken}: not a readable gensim 4 Doc2Vec model .*Doc2Vec\.save"):
-        build(sample_dir, tmp_path / "out.parquet", "--model", str(broken))
+        build(sample_dir, tmp_path / "out.parquet", model=str(broken))
 
 
 def test_model_of_another_vector_size_is_refused(sample_dir, tmp_path):
     small = Doc2Vec([TaggedDocument(["a", "dog", "."], [0])], vector_size=50, min_count=1, epochs=1)
     small.save(str(tmp_path / "small.model"))
     with pytest.raises(CocoError, match=r"small\.model: the model has vector size 50, .* 300-d vectors"):
-        build(sample_dir, tmp_path / "out.parquet", "--model", str(tmp_path / "small.model"))
+        build(sample_dir, tmp_path / "out.parquet", model=str(tmp_path / "small.model"))
 
 
 def test_incomplete_jhlau_directory_is_named(sample_dir, tmp_path):
     with pytest.raises(CocoError, match=r"doc2vec\.bin is missing"):
-        build(sample_dir, tmp_path / "out.parquet", "--jhlau-model", str(tmp_path))
+        build(sample_dir, tmp_path / "out.parquet", jhlau_model=str(tmp_path))
 
 
 def test_train_ids_outside_the_pool_are_refused(sample_dir, image_ids, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text(f"{image_ids[0]}\n999999999\n")
-    with pytest.raises(CocoError, match=r"ids\.txt: 1 image ids are not in the pool \(e\.g\. \[999999999\]\)"):
-        build(sample_dir, tmp_path / "out.parquet", "--train-ids", str(ids))
+    with pytest.raises(CocoError, match=r"ids\.txt: 1 image id is not in the pool \(e\.g\. \[999999999\]\)"):
+        build(sample_dir, tmp_path / "out.parquet", train_ids=str(ids))
 
 
 def test_sidecar_missing_an_image_is_refused_by_the_builder(sample_dir, trained, image_ids, tmp_path):
@@ -303,98 +290,36 @@ def test_sidecar_missing_an_image_is_refused_by_the_builder(sample_dir, trained,
     )
     with pytest.raises(
         CocoError,
-        match=rf"no Doc2Vec vector for 1 images of the pool \(e\.g\. \[{image_ids[0]}\]\).*coco-unified doc2vec",
+        match=rf"no Doc2Vec vector for 1 image of the pool \(e\.g\. ids \[{image_ids[0]}\]\).*coco-unified doc2vec",
     ):
         builder.download_and_prepare()
 
 
-def test_cli_reports_errors_without_a_traceback(sample_dir, tmp_path, caplog):
-    assert build_doc2vec.main(["--data-dir", str(tmp_path), "--output", str(tmp_path / "out.parquet")]) == 1
-    assert "Missing from data_dir" in caplog.text
+def test_training_options_with_a_given_model_are_refused():
+    with pytest.raises(CocoError, match=r"train_ids=ids\.txt apply only to training a model, not to a given one"):
+        BuildOptions(model="m", train_ids="ids.txt")
 
 
-def test_training_options_with_a_given_model_are_refused(capsys):
-    with pytest.raises(SystemExit):
-        build_doc2vec.parse_args(["--model", "m", "--train-ids", "ids.txt"])
-    assert "--train-ids apply only to training" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------------------------- export and evaluation
-
-
-def test_export_arrays_writes_the_reference_layout(sample_dir, trained, records, image_ids, tmp_path):
-    out = tmp_path / "export"
-    arguments = [
-        "--data-dir",
-        str(sample_dir),
-        "--doc2vec-path",
-        str(trained),
-        "--output-dir",
-        str(out),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
-    assert export_arrays.main([*arguments, "--num-query", "40", "--train-sizes", "50", "100"]) == 0
-    count, labeled = len(records), [record.index for record in records if record.labels]
-
-    mat = scipy.io.loadmat(out / export_arrays.MAT_FILE)
-    assert mat["labels"].dtype == np.uint8 and mat["labels"].shape == (count, 80)
-    assert mat["texts"].dtype == np.float32 and mat["texts"].shape == (count, DOC2VEC_DIM)
-    assert mat["clean_id"].ravel().tolist() == labeled
-    assert np.array_equal(np.load(out / "labels.npy"), mat["labels"])
-    assert np.array_equal(np.load(out / "texts.npy"), vectors_of(trained, image_ids))
-    assert np.load(out / "clean_id.npy").tolist() == labeled
-    assert [record.labels for record in records] == [np.flatnonzero(row).tolist() for row in mat["labels"]]
-
-    id_map = (out / "id-map.txt").read_text().splitlines()
-    assert id_map == [f"{r.image_id} {r.file_name} {r.coco_split}" for r in records]
-    class_names = (out / "class-name.txt").read_text().splitlines()
-    assert len(class_names) == 80 and class_names[0] == "1 person" and class_names[-1] == "90 toothbrush"
-
-    protocol = {
-        name: np.loadtxt(out / "protocol" / f"{name}.txt", dtype=np.int64).tolist()
-        for name in ("query", "database", "train_50", "train_100")
-    }
-    assert len(protocol["query"]) == 40 and sorted(protocol["query"] + protocol["database"]) == labeled
-    assert not set(protocol["query"]) & set(protocol["database"])
-    assert set(protocol["train_50"]) < set(protocol["train_100"]) < set(protocol["database"])
-    database_ids = np.loadtxt(out / "protocol" / "database_image_ids.txt", dtype=np.int64).tolist()
-    assert database_ids == [image_ids[index] for index in protocol["database"]]
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["images"] == count and manifest["labeled"] == len(labeled) and manifest["protocol"]["seed"] == 0
-    assert manifest["doc2vec"] == provenance_of(trained)
-
-
-def test_evaluation_finds_meaning_beyond_chance(sample_dir, trained):
-    args = evaluate_doc2vec.parse_args(
-        ["--data-dir", str(sample_dir), "--sidecar", str(trained), "--max-queries", "200", "--workers", "2"]
-    )
-    results = evaluate_doc2vec.evaluate(args)
-    captions, labels = results["caption_retrieval"], results["label_map"]
-    assert captions["images"] == 200 and labels["queries"] == 200
-    assert captions["doc2vec"][10] > 3 * captions["chance"][10]
-    assert labels["doc2vec"] > labels["chance"] + 0.1
-    # The baseline is computed too, and on these template captions it is strong.
-    assert captions["tf-idf"][10] > captions["chance"][10] and labels["tf-idf"] > labels["chance"]
-    assert "R@10" in evaluate_doc2vec.format_report(results)
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"model": "m", "jhlau_model": "d"}, "model= and jhlau_model= name two models"),
+        ({"epochs": 0}, "epochs=0: each must be at least 1"),
+        ({"infer_alpha": 0.0}, "infer_alpha=0.0: the learning rate must be above 0"),
+        ({"seed": -1}, "seed=-1: must be in 0..4294967295"),
+    ],
+)
+def test_options_no_build_can_use_are_refused_by_keyword(options, named):
+    with pytest.raises(CocoError, match=re.escape(named)):
+        BuildOptions(**options)
 
 
 def test_protocol_database_ids_keep_queries_out_of_training(sample_dir, records, tmp_path):
-    assert (
-        protocol.main(
-            ["--data-dir", str(sample_dir), "--output-dir", str(tmp_path), "--num-query", "40", "--train-sizes", "50"]
-        )
-        == 0
-    )
-    database_ids = (tmp_path / protocol.DATABASE_IMAGE_IDS).read_text().split()
+    write_pool_protocol(str(tmp_path), data_dir=str(sample_dir), num_query=40, train_sizes=[50])
+    database_ids = (tmp_path / DATABASE_IMAGE_IDS).read_text().split()
     output = build(
-        sample_dir,
-        tmp_path / "database_only.parquet",
-        "--epochs",
-        "5",
-        "--train-ids",
-        str(tmp_path / protocol.DATABASE_IMAGE_IDS),
+        sample_dir, tmp_path / "database_only.parquet", epochs=5, train_ids=str(tmp_path / DATABASE_IMAGE_IDS)
     )
     training = provenance_of(output)["model"]["training"]
     assert training["documents"] == len(database_ids) == sum(1 for record in records if record.labels) - 40
-    assert training["train_ids"]["sha256"] == file_sha256(tmp_path / protocol.DATABASE_IMAGE_IDS)
+    assert training["train_ids"]["sha256"] == file_sha256(tmp_path / DATABASE_IMAGE_IDS)

@@ -1,4 +1,4 @@
-"""tools.fakes.http_mirror against real clients: fsspec (aiohttp), requests and http.client."""
+"""tools/fakes/http_mirror.py against real clients: fsspec (aiohttp), requests and http.client."""
 
 import contextlib
 import http.client
@@ -291,7 +291,7 @@ def test_loopback_bypasses_a_configured_proxy(mirror_root, monkeypatch):
 
 
 def test_command_line_serves_a_directory(mirror_root):
-    command = [sys.executable, "-m", "tools.fakes.http_mirror", str(mirror_root), "--layout", "plain", "--port", "0"]
+    command = [sys.executable, "-m", "tools.mirror", str(mirror_root), "--layout", "plain", "--port", "0"]
     with subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True) as server:
         try:
             banner = server.stderr.readline()

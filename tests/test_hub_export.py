@@ -1,11 +1,13 @@
-"""tools/push.py: the exported Parquet folder loads as the Hub would serve it, with the builder's rows.
+"""tools/lib/publish.py: the exported Parquet folder loads as the Hub would serve it, with the builder's rows.
 
 Runs under datasets 3.6 and under the newest datasets (scripts/test.sh runs this file in both).
+The command line over it (`coco-unified push`) is tested in test_cli.py.
 """
 
 import glob
 import os
 import re
+from pathlib import Path
 
 import datasets
 import pyarrow as pa
@@ -15,35 +17,31 @@ import yaml
 
 import coco_unified
 from coco_unified import CocoUnified
-from tools import push as push_to_hub
+from tools.lib import publish
+from tools.lib.publish import PublishOptions, write_folder
 
 SHARD_SIZE = "100KB"  # the sample's image configs (~400 KB) then span several shards
 # The sample has 243 labeled images: the protocol's default 5,000 queries would not fit.
-PROTOCOL_KWARGS = (
-    ["--config-kwarg", "num_query=20", "--config-kwarg", "num_train=50"]
-    if "protocol" in CocoUnified.builder_configs
-    else []
-)
+PROTOCOL_KWARGS = {"num_query": 20, "num_train": 50}
 CONFIGS = list(CocoUnified.builder_configs)
 
 
-def export_args(sample_dir, sidecar, cache_dir, output, *extra):
-    return [
-        "--data-dir", str(sample_dir), "--doc2vec-path", str(sidecar), "--cache-dir", str(cache_dir),
-        "--output", str(output), "--shard-size", SHARD_SIZE, *PROTOCOL_KWARGS, *extra,
-    ]  # fmt: skip
+def publish_options(sample_dir, sidecar, cache_dir, output, **extra) -> PublishOptions:
+    common = {"data_dir": str(sample_dir), "doc2vec_path": str(sidecar), "cache_dir": str(cache_dir)}
+    return PublishOptions(output=str(output), shard_size=SHARD_SIZE, config_kwargs=PROTOCOL_KWARGS, **common, **extra)
 
 
 @pytest.fixture(scope="module")
 def exported(sample_dir, sidecar, tmp_path_factory):
-    """The folder written by a dry run over every config, and the builders' cache it was built in."""
+    """The folder written for every config, and the builders' cache it was built in."""
     root = tmp_path_factory.mktemp("hub_export")
-    assert push_to_hub.main(export_args(sample_dir, sidecar, root / "cache", root / "folder", "--dry-run")) == 0
+    folder = write_folder(publish_options(sample_dir, sidecar, root / "cache", root / "folder"))
+    assert folder.configs == CONFIGS
     return root
 
 
 def builder_rows(root, sample_dir, sidecar, config, split):
-    kwargs = dict(num_query=20, num_train=50) if PROTOCOL_KWARGS else {}
+    kwargs = PROTOCOL_KWARGS if CocoUnified.builder_configs[config].protocol else {}
     builder = CocoUnified(
         config_name=config, data_dir=str(sample_dir), doc2vec_path=str(sidecar), cache_dir=str(root / "cache"), **kwargs
     )
@@ -110,34 +108,32 @@ def test_shards_and_row_groups(exported, oracle):
     paths = sorted(glob.glob(str(exported / "folder" / "data" / "default" / "train-*.parquet")))
     assert len(paths) > 1
     assert [os.path.basename(path) for path in paths] == [
-        push_to_hub.shard_file_name("train", i, len(paths)) for i in range(len(paths))
+        publish.shard_file_name("train", i, len(paths)) for i in range(len(paths))
     ]
     rows = 0
     for path in paths:
         metadata = pq.ParquetFile(path).metadata
         sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-        assert max(sizes) <= push_to_hub.ROW_GROUP_ROWS_WITH_IMAGES
+        assert max(sizes) <= publish.ROW_GROUP_ROWS_WITH_IMAGES
         rows += metadata.num_rows
     assert rows == len(oracle)
 
 
 def test_shard_plan_covers_every_row_once():
-    plan = push_to_hub.ShardPlan.for_split(num_rows=1003, num_bytes=3_500, shard_size=1_000, row_group_rows=100)
+    plan = publish.ShardPlan.for_split(num_rows=1003, num_bytes=3_500, shard_size=1_000, row_group_rows=100)
     assert plan.num_shards == 4
     assert sum(plan.shard_rows(shard) for shard in range(4)) == 1003
     assert all(sum(plan.row_groups(shard)) == plan.shard_rows(shard) for shard in range(4))
-    assert (
-        push_to_hub.ShardPlan.for_split(num_rows=2, num_bytes=10**9, shard_size=1, row_group_rows=100).num_shards == 2
-    )
+    assert publish.ShardPlan.for_split(num_rows=2, num_bytes=10**9, shard_size=1, row_group_rows=100).num_shards == 2
 
 
 def test_recut_slices_batches_into_exact_sizes():
     batches = [pa.record_batch({"x": list(range(start, start + 7))}) for start in range(0, 21, 7)]
-    tables = list(push_to_hub.recut(batches, [5, 10, 6]))
+    tables = list(publish.recut(batches, [5, 10, 6]))
     assert [table.num_rows for table in tables] == [5, 10, 6]
     assert sum((table.column("x").to_pylist() for table in tables), []) == list(range(21))
     with pytest.raises(coco_unified.CocoError, match="fewer rows"):
-        list(push_to_hub.recut(batches, [22]))
+        list(publish.recut(batches, [22]))
 
 
 def test_upload_creates_the_repo_and_uploads_the_folder(sample_dir, sidecar, tmp_path, monkeypatch):
@@ -150,19 +146,9 @@ def test_upload_creates_the_repo_and_uploads_the_folder(sample_dir, sidecar, tmp
         def upload_folder(self, **kwargs):
             calls.append(("upload_folder", (), kwargs))
 
-    monkeypatch.setattr(push_to_hub, "HfApi", RecordingApi)
-    args = export_args(
-        sample_dir,
-        sidecar,
-        tmp_path / "cache",
-        tmp_path / "folder",
-        "--configs",
-        "no_images",
-        "--repo-id",
-        "me/coco",
-        "--private",
-    )
-    assert push_to_hub.main(args) == 0
+    monkeypatch.setattr(publish, "HfApi", RecordingApi)
+    options = publish_options(sample_dir, sidecar, tmp_path / "cache", tmp_path / "folder", configs=("no_images",))
+    publish.upload(write_folder(options), "me/coco", private=True)
     assert calls[0] == ("create_repo", ("me/coco",), {"repo_type": "dataset", "private": True, "exist_ok": True})
     upload = calls[1][2]
     assert (upload["repo_id"], upload["folder_path"], upload["repo_type"]) == (
@@ -173,42 +159,57 @@ def test_upload_creates_the_repo_and_uploads_the_folder(sample_dir, sidecar, tmp
     assert upload["delete_patterns"] == ["data/no_images/*"]
 
 
-def test_script_mode_stages_the_script_infos_card_and_sidecar(sidecar, tmp_path, capsys):
-    assert (
-        push_to_hub.main(["--mode", "script", "--doc2vec-path", str(sidecar), "--output", str(tmp_path), "--dry-run"])
-        == 0
-    )
-    listed = capsys.readouterr().out.split()
-    assert sorted(listed) == sorted(
+def test_script_mode_stages_the_script_infos_card_and_sidecar(sidecar, tmp_path):
+    folder = write_folder(PublishOptions(output=str(tmp_path / "out"), mode="script", doc2vec_path=str(sidecar)))
+    assert sorted(folder.files) == sorted(
         ["README.md", "coco_unified.py", "dataset_infos.json", coco_unified.DOC2VEC_SIDECAR]
     )
-    assert (tmp_path / "coco_unified.py").read_bytes() == open(coco_unified.__file__, "rb").read()
-    assert "trust_remote_code=True" in (tmp_path / "README.md").read_text(encoding="utf-8")
-    assert "configs" not in card_yaml(tmp_path)  # data-file configs would hide the script
+    assert (tmp_path / "out" / "coco_unified.py").read_bytes() == open(coco_unified.__file__, "rb").read()
+    assert "trust_remote_code=True" in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert "configs" not in card_yaml(tmp_path / "out")  # data-file configs would hide the script
 
 
-def test_script_mode_without_sidecar_names_the_fix(tmp_path):
-    assert (
-        push_to_hub.main(
-            [
-                "--mode",
-                "script",
-                "--doc2vec-path",
-                str(tmp_path / "missing.parquet"),
-                "--output",
-                str(tmp_path / "out"),
-                "--dry-run",
-            ]
-        )
-        == 1
+def test_script_mode_without_sidecar_names_the_fix_and_writes_nothing(tmp_path):
+    options = PublishOptions(
+        output=str(tmp_path / "out"), mode="script", doc2vec_path=str(tmp_path / "missing.parquet")
     )
+    with pytest.raises(coco_unified.SidecarError, match=r"missing\.parquet not found.*doc2vec=False"):
+        write_folder(options)
+    assert os.listdir(tmp_path) == []
 
 
-def test_bad_arguments_are_refused_clearly(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        push_to_hub.main(["--output", str(tmp_path), "--shard-size", "big", "--dry-run"])
-    assert "--shard-size 'big' is not a size" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        push_to_hub.main(["--output", str(tmp_path)])
-    assert "--repo-id is required" in capsys.readouterr().err
-    assert push_to_hub.main(["--output", str(tmp_path), "--configs", "nope", "--dry-run"]) == 1
+def test_a_small_pool_skips_the_protocol_config_by_default_saying_how_to_fit_it(sample_dir, sidecar, tmp_path, caplog):
+    options = PublishOptions(output=str(tmp_path / "out"), data_dir=str(sample_dir), configs=(), doc2vec=False)
+    assert publish.configs_to_export(options) == [name for name in CONFIGS if name != "protocol"]
+    assert re.search(r"Config protocol: .* pass num_query=\d+, num_train=\d+ .*Skipped", caplog.text)
+    named = PublishOptions(output=str(tmp_path / "out"), data_dir=str(sample_dir), configs=("protocol",))
+    with pytest.raises(coco_unified.ConfigError, match=r"Config protocol: .*pass num_query=\d+, num_train=\d+"):
+        publish.configs_to_export(named)
+
+
+def test_a_failed_export_leaves_the_earlier_folder_and_no_partial_one(sample_dir, sidecar, tmp_path):
+    options = publish_options(sample_dir, sidecar, tmp_path / "cache", tmp_path / "folder", configs=("no_images",))
+    first = write_folder(options)
+    before = {name: Path(first.path, name).read_bytes() for name in first.files}
+    broken = publish_options(
+        sample_dir, tmp_path / "missing.parquet", tmp_path / "cache", tmp_path / "folder", configs=("no_images",)
+    )
+    with pytest.raises(coco_unified.SidecarError):
+        write_folder(broken)
+    assert {name: Path(first.path, name).read_bytes() for name in first.files} == before
+    assert sorted(os.listdir(tmp_path)) == ["cache", "folder"]
+
+
+def test_a_folder_holding_other_files_is_not_replaced(tmp_path, sidecar):
+    (tmp_path / "notes.txt").write_text("mine")
+    options = PublishOptions(output=str(tmp_path), mode="script", doc2vec_path=str(sidecar))
+    with pytest.raises(coco_unified.CocoError, match=r"holds notes\.txt, which this export does not write"):
+        write_folder(options)
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_bad_options_are_refused_by_keyword():
+    with pytest.raises(coco_unified.CocoError, match=r"shard_size=big is not a size"):
+        PublishOptions(output="out", shard_size="big")
+    with pytest.raises(coco_unified.CocoError, match=r"Unknown config\(s\) \['nope'\]"):
+        PublishOptions(output="out", configs=("nope",))

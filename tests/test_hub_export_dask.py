@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from coco_unified import CocoUnified
-from tools import push as push_to_hub
+from tools.lib.publish import PublishOptions, write_folder
 
 COMPARED = (
     "index",
@@ -25,17 +25,8 @@ COMPARED = (
 @pytest.fixture(scope="module")
 def exported(sample_dir, sidecar, tmp_path_factory):
     root = tmp_path_factory.mktemp("dask_export")
-    args = [
-        "--data-dir",
-        str(sample_dir),
-        "--doc2vec-path",
-        str(sidecar),
-        "--cache-dir",
-        str(root / "cache"),
-        "--output",
-        str(root / "folder"),
-    ]
-    assert push_to_hub.main([*args, "--configs", "default", "--shard-size", "100KB", "--dry-run"]) == 0
+    common = {"data_dir": str(sample_dir), "doc2vec_path": str(sidecar), "cache_dir": str(root / "cache")}
+    write_folder(PublishOptions(output=str(root / "folder"), configs=("default",), shard_size="100KB", **common))
     builder = CocoUnified(
         config_name="default", data_dir=str(sample_dir), doc2vec_path=str(sidecar), cache_dir=str(root / "cache")
     )

@@ -1,10 +1,11 @@
-"""The seeded hashing protocol: coco_unified.sample_protocol and the index files of tools/protocol.py."""
+"""The seeded hashing protocol: coco_unified.sample_protocol and the index files of tools/lib/protocol_files.py."""
 
 import numpy as np
 import pytest
 
 from coco_unified import CocoError, sample_protocol
-from tools.protocol import protocol_files
+from tools.lib.pool import read_pool
+from tools.lib.protocol_files import DATABASE_IMAGE_IDS, protocol_files, write_pool_protocol
 
 
 def test_protocol_splits_the_labeled_pool():
@@ -30,3 +31,15 @@ def test_protocol_is_reproducible_by_its_documented_recipe():
 def test_protocol_needs_enough_labeled_images():
     with pytest.raises(CocoError, match="cannot hold 50 queries and a database of at least 100"):
         sample_protocol(np.arange(120), seed=0, num_query=50, train_sizes=(100,))
+
+
+def test_pool_protocol_files_list_the_drawn_indices(sample_dir, tmp_path):
+    records = read_pool(str(sample_dir))
+    labeled = [record.index for record in records if record.labels]
+    paths = write_pool_protocol(str(tmp_path), data_dir=str(sample_dir), seed=3, num_query=40, train_sizes=[50, 100])
+    expected = sample_protocol(labeled, seed=3, num_query=40, train_sizes=[50, 100])
+    for name, indices in protocol_files(expected).items():
+        assert np.loadtxt(tmp_path / name, dtype=np.int64).tolist() == indices.tolist()
+    database_ids = np.loadtxt(tmp_path / DATABASE_IMAGE_IDS, dtype=np.int64).tolist()
+    assert database_ids == [records[index].image_id for index in expected.database]
+    assert sorted(path.rsplit("/", 1)[-1] for path in paths) == sorted([*protocol_files(expected), DATABASE_IMAGE_IDS])

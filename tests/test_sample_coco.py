@@ -9,18 +9,13 @@ import zipfile
 import pytest
 from PIL import Image
 
-from tools.fakes.sample_coco import main  # importable through conftest.py's sys.path entry
+from tools.fakes.sample_coco import REAL_POOL_LABEL_ONES, REAL_SPLIT_COUNTS, generate
 
 SCALE = 0.002
 SEED = 3
 SPLITS = ("train2017", "val2017")
 ANNOTATIONS = "annotations_trainval2017.zip"
-# REFERENCE.md section 1.
-REAL = {
-    "train2017": {"images": 118_287, "captions": 591_753, "instances": 860_001, "unlabeled": 1_021},
-    "val2017": {"images": 5_000, "captions": 25_014, "instances": 36_781, "unlabeled": 48},
-}
-REAL_POOL_LABEL_ONES = 357_627
+REAL = REAL_SPLIT_COUNTS
 UNUSED_CATEGORY_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
 
 EOCD64_SIGNATURE = b"PK\x06\x06"
@@ -46,7 +41,7 @@ def expected_counts(split):
 @pytest.fixture(scope="module")
 def generated_dir(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("sample")
-    main([str(out_dir), "--scale", str(SCALE), "--seed", str(SEED)])
+    generate(out_dir, SCALE, SEED)
     return out_dir
 
 
@@ -294,6 +289,17 @@ def test_val_archive_entries_all_have_data_descriptors(generated_dir):
 
 
 def test_equal_arguments_give_identical_bytes(generated_dir, tmp_path):
-    main([str(tmp_path), "--scale", str(SCALE), "--seed", str(SEED)])
+    generate(tmp_path, SCALE, SEED)
     for name in ("train2017.zip", "val2017.zip", ANNOTATIONS):
         assert (tmp_path / name).read_bytes() == (generated_dir / name).read_bytes(), name
+
+
+def test_train2017_figures_derived_from_the_pool_are_the_published_ones():
+    # train2017 is the pool (coco_unified.REAL_COUNTS) less val2017; these are its own JSON's counts.
+    assert REAL["train2017"] == {"images": 118_287, "captions": 591_753, "instances": 860_001, "unlabeled": 1_021}
+
+
+def test_scale_outside_what_coco_ids_allow_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"scale=5.0 is outside \(0, 4.0\]"):
+        generate(tmp_path, 5.0, 0)
+    assert not list(tmp_path.iterdir())

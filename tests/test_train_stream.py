@@ -1,6 +1,6 @@
 """examples/train_stream.py: every example exactly once per epoch across DataLoader workers and ranks.
 
-For both sources: the script builder streaming a local COCO copy, and a folder exported by tools/push.py.
+For both sources: the script builder streaming a local COCO copy, and a folder exported by tools/lib/publish.py.
 """
 
 from collections import Counter
@@ -13,7 +13,7 @@ torch = pytest.importorskip(
 
 from coco_unified import CocoError  # noqa: E402
 from examples.train_stream import make_loader, open_pool, train, training_stream  # noqa: E402
-from tools import push as push_to_hub  # noqa: E402
+from tools.lib.publish import PublishOptions, write_folder  # noqa: E402
 
 IMAGE_SIZE = 16  # small: the tests check coverage, not pixels
 EPOCHS = 2
@@ -22,18 +22,9 @@ EPOCHS = 2
 @pytest.fixture(scope="module")
 def exported_folder(sample_dir, sidecar, tmp_path_factory):
     root = tmp_path_factory.mktemp("train_stream")
-    args = [
-        "--data-dir",
-        str(sample_dir),
-        "--doc2vec-path",
-        str(sidecar),
-        "--cache-dir",
-        str(root / "cache"),
-        "--output",
-        str(root / "folder"),
-    ]
+    common = {"data_dir": str(sample_dir), "doc2vec_path": str(sidecar), "cache_dir": str(root / "cache")}
     # 100KB shards: the sample's ~400 KB of images split into 4 files, enough for 2 ranks x 2 workers.
-    assert push_to_hub.main([*args, "--configs", "default", "--shard-size", "100KB", "--dry-run"]) == 0
+    write_folder(PublishOptions(output=str(root / "folder"), configs=("default",), shard_size="100KB", **common))
     return root / "folder"
 
 

@@ -1,67 +1,40 @@
 """Regenerate dataset_infos.json from the builder: features, split sizes and checksums per config.
 
-The real COCO 2017 facts live once, in coco_unified.py; this file is their copy in the format the
-Hugging Face Hub and `datasets` read. Run it after changing the builder's features or facts:
+    coco-unified dataset-infos [--check]
 
-    python -m tools.dataset_infos [--check]
+The real COCO 2017 facts live once, in coco_unified.py; dataset_infos.json is their copy in the
+format the Hugging Face Hub and `datasets` read. Run this after changing the builder's features or
+facts; CI runs it with --check.
 """
 
 import argparse
-import dataclasses
-import json
 import logging
+import os
 import sys
-from pathlib import Path
 
-import datasets
+if not __package__:  # run by path: `python tools/dataset_infos.py`
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import coco_unified
+from coco_unified import CocoError, CocoUnified
+from tools import cli
+from tools.lib.dataset_infos import INFOS_PATH, infos_up_to_date, write_infos
 
-logger = logging.getLogger("write_dataset_infos")
-INFOS_PATH = Path(coco_unified.__file__).with_name("dataset_infos.json")
-
-
-def official_infos() -> dict:
-    """Each named config as built from the official URLs."""
-    infos = {}
-    official = coco_unified.locate_parts()
-    for config in coco_unified.CocoUnified.BUILDER_CONFIGS:
-        builder = coco_unified.CocoUnified(config_name=config.name)
-        info = builder.info
-        info.splits = datasets.SplitDict(dataset_name=builder.dataset_name)
-        for name, num_rows in config.real_split_sizes().items():
-            info.splits.add(datasets.SplitInfo(name=name, num_examples=num_rows))
-        info.download_checksums = coco_unified.official_checksums(
-            {name: official[name].location for name in config.needed_parts()}
-        )
-        info.download_size = sum(coco_unified.ARCHIVES[name].num_bytes for name in config.needed_parts())
-        infos[config.name] = dataclasses.asdict(info)
-    return infos
+logger = logging.getLogger(__name__)
 
 
-def render(infos: dict) -> str:
-    return json.dumps(infos, indent=2, sort_keys=True) + "\n"
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--check", action="store_true", help=f"write nothing; fail if {INFOS_PATH.name} is out of date")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if dataset_infos.json is out of date"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    wanted = render(official_infos())
+def run(args: argparse.Namespace) -> None:
     if args.check:
-        current = INFOS_PATH.read_text() if INFOS_PATH.exists() else ""
-        if current != wanted:
-            logger.error("%s is out of date: run python -m tools.dataset_infos", INFOS_PATH)
-            return 1
+        if not infos_up_to_date():
+            raise CocoError(f"{INFOS_PATH} is out of date with coco_unified.py; run `coco-unified dataset-infos`.")
         logger.info("%s is up to date", INFOS_PATH)
-        return 0
-    INFOS_PATH.write_text(wanted)
-    logger.info("wrote %s (%s)", INFOS_PATH, ", ".join(coco_unified.CocoUnified.builder_configs))
-    return 0
+        return
+    path = write_infos()
+    logger.info("wrote %s (configs: %s)", path, ", ".join(CocoUnified.builder_configs))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.main_for(__file__)

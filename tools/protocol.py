@@ -1,9 +1,8 @@
-"""The seeded query / database / training split of the labeled pool, as hashing papers use it.
+"""Write the seeded query / database / training split of the labeled pool, as hashing papers use it.
 
-    python -m tools.protocol --data-dir DIR --output-dir OUT [--seed S]
+    coco-unified protocol --data-dir DIR --output-dir OUT [--seed S] [--num-query N] [--train-sizes K ...]
 
-The sampling, exactly (`coco_unified.sample_protocol`, which the dataset script's `protocol`
-configuration uses too; import it rather than re-implementing it):
+The sampling, exactly (`coco_unified.sample_protocol`, which the loader's `protocol` config uses too):
 
     rng = numpy.random.default_rng(seed)
     shuffled = rng.permutation(labeled)     # labeled: the ascending pool indices of labeled images
@@ -14,84 +13,49 @@ configuration uses too; import it rather than re-implementing it):
 
 so every smaller training set lies inside every larger one, and all of them inside the database.
 Files (one 0-based pool index per line, ascending): query.txt, database.txt, train_<k>.txt; and
-database_image_ids.txt (COCO image ids) for `build_doc2vec --train-ids`, which keeps the query
-images out of Doc2Vec training. tools/export.py writes the same files beside the arrays.
+database_image_ids.txt (COCO image ids) for `coco-unified doc2vec --train-ids`, which keeps the
+query images out of Doc2Vec training. `coco-unified export` writes the same files beside the arrays.
 """
 
 import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
 
-import numpy as np
+if not __package__:  # run by path: `python tools/protocol.py`
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from coco_unified import DEFAULT_NUM_QUERY, DEFAULT_TRAIN_SIZES, CocoError, Protocol, sample_protocol
-from tools.lib.pool import add_source_arguments, read_pool
+from coco_unified import number_of
+from tools import cli, flags
+from tools.lib.protocol_files import write_pool_protocol
 
 logger = logging.getLogger(__name__)
 
-DATABASE_IMAGE_IDS = "database_image_ids.txt"
+# The library checks protocol sizes with the loader's keyword, num_train: here the largest of --train-sizes.
+KWARG_FLAGS = {"num_train": "--train-sizes"}
 
 
-def protocol_files(protocol: Protocol) -> dict[str, np.ndarray]:
-    """File name -> the pool indices it lists."""
-    named = {"query.txt": protocol.query, "database.txt": protocol.database}
-    named.update({f"train_{size}.txt": indices for size, indices in protocol.train.items()})
-    return named
-
-
-def write_protocol(directory: str, protocol: Protocol, image_ids: Sequence[int]) -> list[str]:
-    """Write the index files and the database's image ids; returns the paths written."""
-    os.makedirs(directory, exist_ok=True)
-    image_ids = np.asarray(image_ids, dtype=np.int64)
-    contents = protocol_files(protocol)
-    contents[DATABASE_IMAGE_IDS] = image_ids[protocol.database]
-    paths = []
-    for name, values in contents.items():
-        path = os.path.join(directory, name)
-        np.savetxt(path, values, fmt="%d")
-        paths.append(path)
-    return paths
-
-
-def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: %(default)s)")
-    parser.add_argument("--num-query", type=int, default=DEFAULT_NUM_QUERY, help="query images (default: %(default)s)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    flags.add_source_arguments(parser)
     parser.add_argument(
-        "--train-sizes",
-        type=int,
-        nargs="*",
-        default=list(DEFAULT_TRAIN_SIZES),
-        metavar="K",
-        help="training set sizes sampled from the database (default: %(default)s)",
+        "--output-dir", required=True, metavar="DIR", help="where the index files go (created if missing)"
     )
+    flags.add_protocol_arguments(parser)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.protocol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def run(args: argparse.Namespace) -> None:
+    paths = write_pool_protocol(
+        args.output_dir,
+        data_dir=args.data_dir,
+        base_url=args.base_url,
+        seed=args.seed,
+        num_query=args.num_query,
+        train_sizes=args.train_sizes,
     )
-    add_source_arguments(parser)
-    parser.add_argument("--output-dir", required=True, metavar="DIR", help="where the index files go")
-    add_protocol_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        records = read_pool(args.data_dir, args.base_url)
-        labeled = [record.index for record in records if record.labels]
-        protocol = sample_protocol(labeled, args.seed, args.num_query, args.train_sizes)
-        paths = write_protocol(args.output_dir, protocol, [record.image_id for record in records])
-    except CocoError as error:
-        logger.error("%s", error)
-        return 1
-    logger.info("wrote %s", ", ".join(paths))
-    return 0
+    logger.info(
+        "wrote %s in %s: %s", number_of(len(paths), "file"), args.output_dir, ", ".join(map(os.path.basename, paths))
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.main_for(__file__)

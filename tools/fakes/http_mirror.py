@@ -3,7 +3,7 @@
 The project's tests and benchmarks use it to stand in for images.cocodataset.org; a user can run
 it to serve their own copy of the zips:
 
-    python -m tools.fakes.http_mirror DIR [--layout coco|plain] [--host 127.0.0.1] [--port 8000]
+    coco-unified mirror DIR [--layout coco|plain] [--host 127.0.0.1] [--port 8000]
 
 In Python, ``serve_mirror`` starts it in a daemon thread and stops it when the block ends:
 
@@ -41,7 +41,6 @@ them there.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -60,14 +59,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
 
+from coco_unified import ARCHIVES
+
 log = logging.getLogger(__name__)
 
 # URL path on the official host -> file name in a flat local directory.
-COCO_LAYOUT = {
-    "/zips/train2017.zip": "train2017.zip",
-    "/zips/val2017.zip": "val2017.zip",
-    "/annotations/annotations_trainval2017.zip": "annotations_trainval2017.zip",
-}
+COCO_LAYOUT = {f"/{archive.url_path}": archive.file_name for archive in ARCHIVES.values()}
 LAYOUTS = ("coco", "plain")
 
 CHUNK_SIZE = 1 << 20
@@ -519,43 +516,12 @@ def _bypass_proxy_for_loopback() -> None:
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = extended
 
 
-# --- command line ----------------------------------------------------------------------------
+# --- serving until stopped --------------------------------------------------------------------
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.fakes.http_mirror",
-        description="Serve a local directory over HTTP as a COCO mirror (GET/HEAD, byte ranges).",
-    )
-    parser.add_argument(
-        "root",
-        metavar="DIR",
-        help="directory to serve; for --layout coco it holds train2017.zip, val2017.zip and "
-        "annotations_trainval2017.zip side by side",
-    )
-    parser.add_argument(
-        "--layout",
-        choices=LAYOUTS,
-        default="coco",
-        help="coco (default): answer only the official paths /zips/train2017.zip, "
-        "/zips/val2017.zip and /annotations/annotations_trainval2017.zip from the flat "
-        "zips in DIR; plain: serve every file under DIR at its relative path",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (default: 127.0.0.1)")
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=8000,
-        help="TCP port to listen on; 0 picks a free one, shown in the log (default: 8000)",
-    )
-    parser.add_argument("--verbose", action="store_true", help="log every request")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
-    with serve_mirror(args.root, args.layout, args.host, args.port) as mirror:
+def serve_until_interrupted(root: str | os.PathLike, layout: str = "coco", host: str = "127.0.0.1", port: int = 0):
+    """Serve ``root`` until Ctrl-C (SIGINT), after logging its URL."""
+    with serve_mirror(root, layout, host, port) as mirror:
         _log_what_is_served(mirror)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
@@ -567,7 +533,3 @@ def _log_what_is_served(mirror: Mirror) -> None:
     if files.layout == "coco":
         for missing in files.missing_coco_files():
             log.warning("%s is missing from %s; its URL will answer 404", missing, files.root)
-
-
-if __name__ == "__main__":
-    main()

@@ -40,9 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-PICKLE_NAME = "doc2vec.bin"
-SYN0_NAME = "doc2vec.bin.syn0.npy"
-SYN1NEG_NAME = "doc2vec.bin.syn1neg.npy"
+from tools.lib.jhlau import PICKLE_NAME, SYN0_NAME, SYN1NEG_NAME
 
 # The fork's dm_concat padding word, a Python 2 str literal.
 PYTHON2_NULL_WORD = b"\0"

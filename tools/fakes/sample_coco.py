@@ -1,6 +1,6 @@
 """Write synthetic archives shaped like the MS COCO 2017 downloads, for tests and benchmarks.
 
-    python -m tools.fakes.sample_coco OUT_DIR [--scale F] [--seed S]
+    coco-unified sample OUT_DIR [--scale F] [--seed S]      (or generate(out_dir, scale, seed))
 
 OUT_DIR receives the three files of the official download, under the same names and layout:
 
@@ -16,15 +16,14 @@ Each image zip also holds one image that no JSON lists. Images are 16-40 px pict
 their id (the id is also in a JPEG comment, so no two files share bytes); a few are greyscale and
 one per split is a PNG behind a ``.jpg`` name.
 
-Every figure of REFERENCE.md section 1 (images, captions, instance annotations, images without
-instances per split, label-matrix ones of the pool) becomes ``round(real * scale)``, raised where
-needed so that every corner case exists at any scale; ``--scale 1.0`` reproduces the real counts.
+Every real figure (images, captions, instance annotations, images without instances per split,
+label-matrix ones of the pool; ``REAL_SPLIT_COUNTS``) becomes ``round(real * scale)``, raised where
+needed so that every corner case exists at any scale; scale 1.0 reproduces the real counts.
 Equal arguments give byte-identical files.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import enum
@@ -41,21 +40,31 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from coco_unified import CATEGORIES
+from coco_unified import ANNOTATIONS, ARCHIVES, CATEGORIES, COCO_SPLITS, REAL_COUNTS
+from tools.lib.progress import Progress
 
-log = logging.getLogger("make_sample_coco")
+log = logging.getLogger(__name__)
 
-SPLITS = ("train2017", "val2017")
-ANNOTATIONS_ARCHIVE = "annotations_trainval2017.zip"
+SPLITS = COCO_SPLITS
+ANNOTATIONS_ARCHIVE = ARCHIVES[ANNOTATIONS].file_name
 
-# REFERENCE.md section 1, per split.
-REAL_COUNTS = {
-    "train2017": {"images": 118_287, "captions": 591_753, "instances": 860_001, "unlabeled": 1_021},
-    "val2017": {"images": 5_000, "captions": 25_014, "instances": 36_781, "unlabeled": 48},
+# What the official annotations_trainval2017.zip holds (http://images.cocodataset.org, counted
+# from its JSON files): val2017's figures, and the pool's beyond coco_unified.REAL_COUNTS.
+# train2017 holds the rest of the pool.
+REAL_VAL_COUNTS = {"images": 5_000, "captions": 25_014, "instances": 36_781, "unlabeled": 48}
+REAL_POOL_INSTANCES = 896_782
+REAL_POOL_COUNTS = {
+    "images": REAL_COUNTS.images,
+    "captions": REAL_COUNTS.captions,
+    "instances": REAL_POOL_INSTANCES,
+    "unlabeled": REAL_COUNTS.images - REAL_COUNTS.labeled,
 }
-# Distinct (image, category) pairs over the pool; REFERENCE gives no per-split figure.
+REAL_SPLIT_COUNTS = {
+    "train2017": {name: REAL_POOL_COUNTS[name] - REAL_VAL_COUNTS[name] for name in REAL_POOL_COUNTS},
+    "val2017": REAL_VAL_COUNTS,
+}
+# Distinct (image, category) pairs over the pool, the ones of its label matrix.
 REAL_POOL_LABEL_ONES = 357_627
 # COCO's ids go up to 581,929, which caps how far the pool can be scaled up.
 MAX_IMAGE_ID = 581_929
@@ -280,7 +289,7 @@ class Split:
 def plan_counts(scale: float) -> dict[str, SplitCounts]:
     """Per split: round(real * scale), raised to the minimums the corner cases need."""
     sizes = {}
-    for split, real in REAL_COUNTS.items():
+    for split, real in REAL_SPLIT_COUNTS.items():
         images = max(round(real["images"] * scale), MIN_IMAGES)
         unlabeled = max(round(real["unlabeled"] * scale), MIN_UNLABELED)
         captions = max(round(real["captions"] * scale), BASE_CAPTIONS * images + MIN_EXTRA_CAPTIONS)
@@ -477,7 +486,7 @@ def encode_image(image_id: int, width: int, height: int, kind: ImageKind) -> byt
 def write_image_entries(archive: zipfile.ZipFile, split: Split) -> None:
     with archive.open(zip_entry(f"{split.name}/", zipfile.ZIP_STORED), "w"):
         pass  # opened rather than mkdir()ed so that a streamed archive gives it a data descriptor
-    for row in tqdm(split.archive_order, desc=f"{split.name}.zip", unit="image"):
+    for row in Progress(split.archive_order, desc=ARCHIVES[split.name].file_name, unit="image"):
         image_id = int(split.file_ids[row])
         data = encode_image(image_id, int(split.widths[row]), int(split.heights[row]), ImageKind(split.kinds[row]))
         compress_type = zipfile.ZIP_DEFLATED if split.deflated[row] else zipfile.ZIP_STORED
@@ -625,7 +634,7 @@ def caption_records(split: Split, rng: random.Random) -> list[dict]:
     image_and_text = []
     names = object_names_per_image(split)
     per_image = split.captions_per_image.tolist()
-    for row, image_id in enumerate(tqdm(split.image_ids.tolist(), desc=f"captions {split.name}", unit="image")):
+    for row, image_id in enumerate(Progress(split.image_ids.tolist(), desc=f"captions {split.name}", unit="image")):
         for _ in range(per_image[row]):
             image_and_text.append((image_id, make_caption(len(image_and_text), names[row], rng)))
     rng.shuffle(image_and_text)
@@ -695,7 +704,7 @@ def draw_crowd_region(rng: np.random.Generator, width: int, height: int) -> tupl
 
 
 def instance_chunks(split: Split, rng: np.random.Generator) -> Iterator[list[dict]]:
-    progress = tqdm(total=len(split.instance_ids), desc=f"instances {split.name}", unit="ann")
+    progress = Progress(total=len(split.instance_ids), desc=f"instances {split.name}", unit="ann")
     for start in range(0, len(split.instance_ids), INSTANCE_CHUNK):
         window = slice(start, start + INSTANCE_CHUNK)
         rows = split.instance_image[window]
@@ -808,20 +817,24 @@ def write_annotation_archive(path: Path, splits: list[Split], seed: int) -> None
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
+# Entry point
 
 
 def generate(out_dir: Path, scale: float, seed: int) -> dict[str, SplitCounts]:
     """Writes the three archives into out_dir; returns the counts written per split."""
+    if not 0 < scale <= MAX_SCALE:
+        raise ValueError(f"scale={scale} is outside (0, {MAX_SCALE}]: COCO image ids stop at {MAX_IMAGE_ID:,}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("writing a COCO 2017 sample at scale %s, seed %d, into %s", scale, seed, out_dir)
     counts = plan_counts(scale)
     splits = plan_splits(counts, seed)
     train, val = splits
-    write_train_images(out_dir / "train2017.zip", train)
-    write_val_images(out_dir / "val2017.zip", val)
+    write_train_images(out_dir / ARCHIVES["train2017"].file_name, train)
+    write_val_images(out_dir / ARCHIVES["val2017"].file_name, val)
     write_annotation_archive(out_dir / ANNOTATIONS_ARCHIVE, splits, seed)
-    for name in ("train2017.zip", "val2017.zip", ANNOTATIONS_ARCHIVE):
-        log.info("wrote %s (%.1f MB)", out_dir / name, (out_dir / name).stat().st_size / 1e6)
+    for archive in ARCHIVES.values():
+        path = out_dir / archive.file_name
+        log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return {split.name: split.written_counts() for split in splits}
 
 
@@ -831,52 +844,3 @@ def log_summary(written: dict[str, SplitCounts]) -> None:
     log.info("%-10s" + " %10s" * len(fields), "split", *fields)
     for name, counts in [*written.items(), ("pool", pool)]:
         log.info("%-10s" + " %10d" * len(fields), name, *dataclasses.astuple(counts))
-
-
-def parse_scale(text: str) -> float:
-    scale = float(text)
-    if not 0 < scale <= MAX_SCALE:
-        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_SCALE}]: COCO image ids stop at {MAX_IMAGE_ID:,}")
-    return scale
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.fakes.sample_coco",
-        description="Write train2017.zip, val2017.zip and annotations_trainval2017.zip shaped "
-        "like the MS COCO 2017 downloads, with synthetic images and annotations.",
-    )
-    parser.add_argument(
-        "out_dir",
-        metavar="OUT_DIR",
-        type=Path,
-        help="directory for the three archives (created if missing; files of the same names are replaced)",
-    )
-    parser.add_argument(
-        "--scale",
-        type=parse_scale,
-        default=0.002,
-        metavar="F",
-        help="fraction of COCO 2017's counts, each rounded and raised to the "
-        "minimum its corner cases need; 1.0 gives the real counts "
-        "(123,287 images) (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="S",
-        help="seed of every random choice; equal arguments give byte-identical files (default: %(default)s)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    log.info("writing a COCO 2017 sample at scale %s, seed %d, into %s", args.scale, args.seed, args.out_dir)
-    log_summary(generate(args.out_dir, args.scale, args.seed))
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from coco_unified import CocoError
+from coco_unified import CocoError, number_of
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,9 @@ class ChunkStore:
     def _discard_chunks(self) -> None:
         stale = self._chunk_files()
         if stale:
-            logger.warning("%s: discarding %d chunks of a run with other inputs", self.directory, len(stale))
+            logger.warning(
+                "%s: discarding %s of a run with other inputs", self.directory, number_of(len(stale), "chunk")
+            )
         for path in stale:
             os.remove(path)
 

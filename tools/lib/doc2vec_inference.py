@@ -15,7 +15,8 @@ from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 from gensim.models.doc2vec import Doc2Vec
-from tqdm import tqdm
+
+from tools.lib.progress import Progress
 
 # PYTHONHASHSEED accepts 0..2**32 - 1.
 MAX_SEED = 2**32 - 1
@@ -98,7 +99,7 @@ def infer_tasks(
     """
     pending_documents = sum(len(documents) for _, documents in tasks)
     total = max(total_documents, done_documents + pending_documents)
-    with tqdm(total=total, initial=done_documents, desc=description, unit="doc", smoothing=0.05) as progress:
+    with Progress(total=total, initial=done_documents, desc=description, unit="doc", smoothing=0.05) as progress:
         if not tasks:
             return
         # spawn, not fork: a forked worker would inherit this process's hash salt. The variable

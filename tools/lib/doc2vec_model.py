@@ -5,7 +5,6 @@ provenance's `path`), and is described by a `ModelInfo` for the sidecar's proven
 saved beside the output and reused by a later run (a resumed one) when the same inputs made them.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,16 +16,17 @@ import gensim
 import numpy as np
 from gensim.models.callbacks import CallbackAny2Vec
 from gensim.models.doc2vec import Doc2Vec, TaggedDocument
-from tqdm import tqdm
 
 from coco_unified import DOC2VEC_DIM, CocoError
 from tools.lib import jhlau as jhlau_converter
+from tools.lib.progress import Progress
 from tools.lib.text import documents_sha256
 
 logger = logging.getLogger(__name__)
 
-# jhlau's DBOW recipe (REFERENCE.md section 3): skip-gram word training interleaved with the
-# document vectors (dbow_words=1) puts words and documents in one space, which inference needs.
+# jhlau's DBOW recipe (https://github.com/jhlau/doc2vec, the settings of his pretrained models):
+# skip-gram word training interleaved with the document vectors (dbow_words=1) puts words and
+# documents in one space, which inference needs.
 RECIPE = {"dm": 0, "dbow_words": 1, "vector_size": DOC2VEC_DIM, "window": 15, "sample": 1e-5, "negative": 5, "hs": 0}
 
 # The lifecycle event a saved model carries to say which inputs made it.
@@ -105,7 +105,7 @@ def check_model(model, where: str) -> None:
     if model.vector_size != DOC2VEC_DIM:
         raise CocoError(
             f"{where}: the model has vector size {model.vector_size}, but the dataset's doc2vec column holds "
-            f"{DOC2VEC_DIM}-d vectors; use a {DOC2VEC_DIM}-d model (or train one: omit --model)."
+            f"{DOC2VEC_DIM}-d vectors; use a {DOC2VEC_DIM}-d model (or train one: leave model= out)."
         )
     if len(model.wv) == 0:
         raise CocoError(
@@ -123,7 +123,7 @@ def load_model(path: str, mmap: str | None = None) -> Doc2Vec:
     except Exception as error:  # noqa: BLE001
         raise CocoError(
             f"{path}: not a readable gensim 4 Doc2Vec model ({type(error).__name__}: {error}). Pass a file saved "
-            "with Doc2Vec.save (its .npy companions beside it); for jhlau's models use --jhlau-model."
+            "with Doc2Vec.save (its .npy companions beside it); for jhlau's models pass jhlau_model= instead."
         ) from None
     check_model(model, path)
     return model
@@ -171,7 +171,7 @@ class _EpochProgress(CallbackAny2Vec):
     """A progress bar over training epochs (gensim reports progress only in its log)."""
 
     def __init__(self, epochs: int):
-        self._bar = tqdm(total=epochs, desc="training", unit="epoch")
+        self._bar = Progress(total=epochs, desc="training", unit="epoch")
 
     def on_epoch_end(self, model):
         self._bar.update()
@@ -194,7 +194,7 @@ def train_model(documents: Sequence[list[str]], settings: TrainingSettings) -> D
     model.build_vocab(corpus)
     if len(model.wv) == 0:
         raise CocoError(
-            f"No word occurs {settings.min_count} times in the {len(corpus)} training documents; lower --min-count or train on more images."
+            f"No word occurs {settings.min_count} times in the {len(corpus)} training documents; lower min_count or train on more images."
         )
     model.train(
         corpus, total_examples=model.corpus_count, epochs=model.epochs, callbacks=[_EpochProgress(model.epochs)]
@@ -202,26 +202,16 @@ def train_model(documents: Sequence[list[str]], settings: TrainingSettings) -> D
     return model
 
 
-@contextlib.contextmanager
-def _conversion_errors_as_coco_errors():
-    try:
-        yield
-    except jhlau_converter.ConversionError as error:
-        raise CocoError(str(error)) from None
-
-
 def jhlau_files_sha256(model_dir: str) -> str:
     """One digest of the three files of a jhlau model directory."""
-    with _conversion_errors_as_coco_errors():
-        jhlau_converter.check_model_files(model_dir)
+    jhlau_converter.check_model_files(model_dir)
     return hashlib.sha256(
         "".join(file_sha256(os.path.join(model_dir, name)) for name in jhlau_converter.MODEL_FILES).encode()
     ).hexdigest()
 
 
 def convert_jhlau(model_dir: str) -> Doc2Vec:
-    with _conversion_errors_as_coco_errors():
-        model = jhlau_converter.convert_jhlau_model(model_dir)
+    model = jhlau_converter.convert_jhlau_model(model_dir)
     check_model(model, model_dir)
     return model
 

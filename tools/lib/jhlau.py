@@ -24,26 +24,23 @@ for ``infer_vector`` and stay empty. Words pickled as Python 2 ``str`` (UTF-8 by
 ``unicode`` both become ``str``. The converted model infers like the fork up to gensim 4's own
 random draws: its vectors will not bit-match the Python 2 fork's.
 
-Usage::
-
-    python -m tools.lib.jhlau enwiki_dbow/ build/enwiki_dbow.gensim4
-
-and in Python ``convert_jhlau_model("enwiki_dbow")`` returns the ``Doc2Vec``.
+On the command line, ``coco-unified convert-jhlau enwiki_dbow/ build/enwiki_dbow.gensim4``; in
+Python ``convert_jhlau_model("enwiki_dbow")`` returns the ``Doc2Vec``.
 The fork's ``infer_vector`` defaults differ from gensim 4's: see ``FORK_INFER_DEFAULTS``.
 """
 
-import argparse
 import functools
 import hashlib
 import logging
 import pickle
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from gensim.models import Doc2Vec
-from tqdm import tqdm
+
+from coco_unified import CocoError
+from tools.lib.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +95,7 @@ _ROWS_PER_CHUNK = 65_536
 _HASH_CHUNK_BYTES = 1 << 20
 
 
-class ConversionError(Exception):
+class ConversionError(CocoError):
     """A model directory that cannot be converted; the message names the file and the fix."""
 
 
@@ -195,7 +192,7 @@ def read_fork_pickle(path):
     size = path.stat().st_size
     with (
         open(path, "rb") as raw,
-        tqdm.wrapattr(raw, "read", total=size, desc=path.name, unit="B", unit_scale=True, disable=None) as stream,
+        Progress.wrapattr(raw, "read", total=size, desc=path.name, unit="B", unit_scale=True, disable=None) as stream,
     ):
         try:
             return _RestrictedUnpickler(stream, path).load()
@@ -325,7 +322,7 @@ def open_fork_array(path, expected_shape):
 
 def copy_finite_rows(source, target, path, words):
     """Copy `source` into `target` chunk by chunk, refusing NaN or infinite values."""
-    with tqdm(total=len(source), desc=Path(path).name, unit="row", unit_scale=True, disable=None) as progress:
+    with Progress(total=len(source), desc=Path(path).name, unit="row", unit_scale=True, disable=None) as progress:
         for start in range(0, len(source), _ROWS_PER_CHUNK):
             chunk = source[start : start + _ROWS_PER_CHUNK]
             finite_rows = np.isfinite(chunk).all(axis=1)
@@ -410,47 +407,9 @@ def format_summary(model, output_path):
     )
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.lib.jhlau",
-        description="Convert one of jhlau's pretrained DBOW Doc2Vec models (Python 2, gensim "
-        "0.12 fork: doc2vec.bin plus two .npy files) into a gensim 4 model.",
-    )
-    parser.add_argument(
-        "model_dir",
-        metavar="MODEL_DIR",
-        type=Path,
-        help=f"directory extracted from enwiki_dbow.tgz or apnews_dbow.tgz, holding {', '.join(MODEL_FILES)}",
-    )
-    parser.add_argument(
-        "output_path",
-        metavar="OUTPUT_PATH",
-        type=Path,
-        help="where to save the gensim 4 model with Doc2Vec.save; its big arrays go to "
-        "OUTPUT_PATH.*.npy beside it. Load it with gensim.models.Doc2Vec.load(OUTPUT_PATH)",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging verbosity (default: INFO)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        model = convert_jhlau_model(args.model_dir)
-    except ConversionError as error:
-        logger.error("%s", error)
-        return 1
-    args.output_path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(str(args.output_path))
-    print(format_summary(model, args.output_path))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def convert_and_save(model_dir, output_path):
+    """Convert the fork model in `model_dir` and save it at `output_path` (folders made as needed)."""
+    model = convert_jhlau_model(model_dir)
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(output_path))
+    return model

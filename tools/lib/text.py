@@ -1,4 +1,4 @@
-"""The text recipe of the reference preprocessing (REFERENCE.md section 2), in one place.
+"""The text recipe of the published unified-pool features (captions joined per image), in one place.
 
 Per caption: strip it, add a final "." when it has none, split it into PTB-style tokens
 (punctuation becomes its own token, as Stanford CoreNLP does), lowercase the tokens. An image's
@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import nltk
 from nltk.tokenize import TreebankWordTokenizer
-from tqdm import tqdm
+
+from tools.lib.progress import Progress
 
 TOKENIZER = f"nltk {nltk.__version__} TreebankWordTokenizer; per caption: strip, final '.', lowercase"
 
@@ -57,7 +58,7 @@ def tokenize_captions(captions_per_image: Sequence[Sequence[str]], workers: int 
             results = pool.imap(_tokenize_images, tasks)
         else:
             results = map(_tokenize_images, tasks)
-        progress = stack.enter_context(tqdm(total=len(captions_per_image), desc="tokenizing", unit="image"))
+        progress = stack.enter_context(Progress(total=len(captions_per_image), desc="tokenizing", unit="image"))
         for images in results:
             tokenized.extend(images)
             progress.update(len(images))

@@ -1,0 +1,96 @@
+"""The flags several commands share, each defined here once, and the argparse types of their values.
+
+A flag's destination is the keyword argument of the library it feeds (`--data-dir` -> `data_dir`),
+so that `cli.in_flag_words` can name the flag when the library's message names the keyword.
+"""
+
+import argparse
+
+from coco_unified import DEFAULT_NUM_QUERY, DEFAULT_TRAIN_SIZES
+from tools.lib.pool import DEFAULT_SIDECAR
+
+# ----------------------------------------------------------------------------- value types
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a count: it must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be above 0")
+    return value
+
+
+# ----------------------------------------------------------------------------- shared flags
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data-dir / --base-url: the loader's data_dir / base_url."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="a local COCO 2017 copy: the official zips, or the folders extracted from them, side by side "
+        "(only the parts this command needs are read)",
+    )
+    source.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="a mirror with the official layout ({URL}/annotations/annotations_trainval2017.zip). "
+        "Without --data-dir and --base-url the official host is used",
+    )
+
+
+def add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
+    """--doc2vec-path / --no-doc2vec: the loader's doc2vec_path / doc2vec=False."""
+    sidecar = parser.add_mutually_exclusive_group()
+    sidecar.add_argument(
+        "--doc2vec-path",
+        default=DEFAULT_SIDECAR,
+        metavar="PATH",
+        help="the Doc2Vec sidecar written by `coco-unified doc2vec` (default: %(default)s, where the loader looks)",
+    )
+    sidecar.add_argument(
+        "--no-doc2vec",
+        action="store_true",
+        help="leave out the doc2vec column: no sidecar is read (nor needed)",
+    )
+
+
+def add_cache_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="the datasets cache the pool is prepared in (default: datasets' own)"
+    )
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """--seed / --num-query / --train-sizes: the seeded query / database / training split."""
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sampling (default: %(default)s)")
+    parser.add_argument(
+        "--num-query",
+        type=positive_int,
+        default=DEFAULT_NUM_QUERY,
+        metavar="N",
+        help="query images drawn from the labeled pool; the rest is the database (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-sizes",
+        type=positive_int,
+        nargs="*",
+        default=list(DEFAULT_TRAIN_SIZES),
+        metavar="K",
+        help="training set sizes drawn from the database, each smaller set inside the larger ones "
+        "(default: %(default)s)",
+    )
