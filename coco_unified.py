@@ -402,6 +402,12 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
 
     def __init__(self, *args, **kwargs):
         check_keywords(kwargs)
+        # Local paths the user passes mean the current folder, as typed, and their absolute form
+        # keys the prepared cache (a relative data_dir would share one cache across folders).
+        # Only the default sidecar resolves next to this script (or in its Hub repo).
+        for name in ("data_dir", "doc2vec_path"):
+            if isinstance(kwargs.get(name), (str, os.PathLike)) and _is_local(os.fspath(kwargs[name])):
+                kwargs[name] = os.path.abspath(kwargs[name])
         # Used directly (datasets >= 4 loads no scripts), relative paths such as the default
         # sidecar resolve next to this file, as they do next to the script when it is loaded.
         kwargs.setdefault("base_path", os.path.dirname(os.path.abspath(__file__)))

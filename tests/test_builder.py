@@ -125,6 +125,29 @@ def test_config_kwargs_combine(sample_dir, oracle, tmp_path):
     assert "image" not in rows[0]
 
 
+def test_relative_paths_mean_the_current_folder(sample_dir, sidecar, oracle, tmp_path, monkeypatch):
+    # The same relative path from two folders names two copies: each is read and cached on its own.
+    other_copy = tmp_path / "other_copy"
+    other_copy.mkdir()
+    for archive in sample_dir.iterdir():
+        (other_copy / archive.name).symlink_to(archive)
+    datasets_built = []
+    for folder, copy in ((tmp_path / "first", sample_dir), (tmp_path / "second", other_copy)):
+        folder.mkdir()
+        (folder / "coco").symlink_to(copy)
+        (folder / "vectors.parquet").symlink_to(sidecar)
+        monkeypatch.chdir(folder)
+        builder = CocoUnified(
+            config_name="no_images", data_dir="coco", doc2vec_path="vectors.parquet", cache_dir=str(tmp_path / "cache")
+        )
+        assert builder.config.data_dir == str(folder / "coco")
+        builder.download_and_prepare()
+        datasets_built.append(builder.as_dataset("train"))
+    first, second = datasets_built
+    assert first.cache_files[0]["filename"] != second.cache_files[0]["filename"]
+    assert len(first) == len(second) == len(oracle)
+
+
 def test_num_proc_gives_the_same_dataset(sample_dir, tmp_path):
     single = raw_rows(prepare(tmp_path / "one", data_dir=str(sample_dir)))
     double = raw_rows(prepare(tmp_path / "two", data_dir=str(sample_dir), num_proc=2))

@@ -29,7 +29,7 @@ from coco_unified import (
     read_doc2vec_sidecar,
     sample_protocol,
 )
-from tools.lib.builder import absolute, pool_builder
+from tools.lib.builder import pool_builder
 from tools.lib.pool import DEFAULT_SIDECAR
 from tools.lib.protocol_files import protocol_files, write_protocol
 
@@ -66,7 +66,7 @@ class ExportOptions:
 
     @property
     def sidecar(self) -> str | None:
-        return absolute(self.doc2vec_path) if self.doc2vec else None
+        return self.doc2vec_path if self.doc2vec else None
 
 
 @dataclasses.dataclass(frozen=True)
