@@ -44,6 +44,7 @@ import collections
 import contextlib
 import dataclasses
 import difflib
+import functools
 import gc
 import hashlib
 import inspect
@@ -236,6 +237,14 @@ DOC2VEC_DIM = 300
 DOC2VEC_SIDECAR = "coco_unified_doc2vec.parquet"
 DOC2VEC_METADATA_KEY = b"coco_unified.doc2vec"
 DOC2VEC_COMMAND = "coco-unified doc2vec --data-dir DIR --output {path}"
+# Image features (CNN-F, VGG-19, CLIP) and the like, joined by `feature_sidecars`.
+FEATURES_METADATA_KEY = b"coco_unified.features"
+FEATURES_COMMAND = "coco-unified image-features --model MODEL --data-dir DIR --output {path}"
+# Every sidecar's provenance sits under one metadata key of this prefix: coco_unified.doc2vec, ...
+SIDECAR_METADATA_PREFIX = b"coco_unified."
+FEATURE_STORE_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
+# Row groups this small let a reader stream a sidecar.
+SIDECAR_ROW_GROUP_ROWS = 1024
 
 # The research protocol of the hashing literature: 5,000 queries; training sets of these sizes.
 DEFAULT_NUM_QUERY = 5_000
@@ -272,6 +281,9 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
         doc2vec: include the `doc2vec` column, read from the sidecar at `doc2vec_path`.
         doc2vec_path: the Parquet sidecar written by `coco-unified doc2vec`; by default
             `coco_unified_doc2vec.parquet` next to this script (or in its Hub repo).
+        feature_sidecars: more vector columns joined by image_id, as {column: sidecar path}, e.g.
+            {"vgg19_fc7": "vgg19.parquet", "clip_text": "clip.parquet"}: each becomes a float32
+            column of the sidecar's dimension (sidecars written by `coco-unified image-features`).
         base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...).
         num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
         protocol: instead of one `train` split of the pool, the splits `query`, `database` and
@@ -283,6 +295,7 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
     labeled_only: bool = False
     doc2vec: bool = True
     doc2vec_path: str | None = None
+    feature_sidecars: dict[str, str] | None = None
     base_url: str | None = None
     num_shards: int = DEFAULT_NUM_SHARDS
     protocol: bool = False
@@ -309,7 +322,16 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
         _check_whole_number("protocol_seed", self.protocol_seed, 0, "e.g. protocol_seed=0, the default")
         if self.doc2vec_path is not None and not isinstance(self.doc2vec_path, (str, os.PathLike)):
             raise ConfigError(f"doc2vec_path={self.doc2vec_path!r}: pass the path or URL of the sidecar as a string.")
+        if self.feature_sidecars is not None:
+            check_feature_sidecars(self.feature_sidecars, self.doc2vec)
         check_source_arguments(self.data_dir, self.base_url)
+
+    def sidecar_columns(self, storage_options: dict | None = None) -> list[SidecarColumn]:
+        """The columns joined from sidecars: doc2vec, then those of feature_sidecars (their footers are read)."""
+        columns = [doc2vec_column(self.doc2vec_path)] if self.doc2vec else []
+        for name, path in (self.feature_sidecars or {}).items():
+            columns.append(feature_column(name, os.fspath(path), storage_options))
+        return columns
 
     def needed_parts(self) -> list[str]:
         return [ANNOTATIONS] + self.image_parts()
@@ -354,6 +376,41 @@ def check_source_arguments(data_dir, base_url) -> None:
             f"base_url={base_url!r}: pass an http://, https:// or file:// URL of a mirror with the official "
             f"layout (e.g. base_url={OFFICIAL_BASE_URL!r}), or data_dir= for a local folder."
         )
+
+
+def check_feature_sidecars(feature_sidecars, doc2vec: bool) -> None:
+    """{column: path}, with column names that are not already columns of the pool."""
+    example = "e.g. feature_sidecars={'vgg19_fc7': 'vgg19.parquet'}"
+    if not isinstance(feature_sidecars, dict):
+        raise ConfigError(
+            f"feature_sidecars={feature_sidecars!r}: pass a dict of column name -> sidecar path, {example}."
+        )
+    taken = set(pool_features()) | ({"doc2vec"} if doc2vec else set())
+    for name, path in feature_sidecars.items():
+        if not isinstance(name, str) or not name or name in taken:
+            raise ConfigError(
+                f"feature_sidecars: {name!r} is not a free column name (the pool has {', '.join(sorted(taken))}); "
+                f"name a column of the sidecar, {example}."
+            )
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"feature_sidecars[{name!r}]={path!r}: pass the path or URL of the sidecar as a string.")
+
+
+def pool_features() -> dict[str, datasets.features.FeatureType]:
+    """The columns every build has (but `image` without images), before any sidecar column."""
+    return {
+        "index": datasets.Value("int32"),
+        "image_id": datasets.Value("int64"),
+        "file_name": datasets.Value("string"),
+        "coco_split": datasets.ClassLabel(names=list(COCO_SPLITS)),
+        "image": datasets.Image(),
+        "width": datasets.Value("int32"),
+        "height": datasets.Value("int32"),
+        "captions": datasets.Sequence(datasets.Value("string")),
+        "caption_ids": datasets.Sequence(datasets.Value("int64")),
+        "labels": datasets.Sequence(datasets.ClassLabel(names=CLASS_NAMES)),
+        "multi_hot": datasets.Sequence(datasets.Value("uint8"), length=len(CLASS_NAMES)),
+    }
 
 
 def _check_whole_number(name: str, value, minimum: int, example: str) -> None:
@@ -408,6 +465,11 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         for name in ("data_dir", "doc2vec_path"):
             if isinstance(kwargs.get(name), (str, os.PathLike)) and _is_local(os.fspath(kwargs[name])):
                 kwargs[name] = os.path.abspath(kwargs[name])
+        if "feature_sidecars" in kwargs:
+            # None or {} is the default config, and keys its cache
+            feature_sidecars = _normalised_feature_sidecars(kwargs.pop("feature_sidecars"), kwargs.get("doc2vec"))
+            if feature_sidecars:
+                kwargs["feature_sidecars"] = feature_sidecars
         # Used directly (datasets >= 4 loads no scripts), relative paths such as the default
         # sidecar resolve next to this file, as they do next to the script when it is loaded.
         kwargs.setdefault("base_path", os.path.dirname(os.path.abspath(__file__)))
@@ -422,25 +484,18 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         self._check_sha256 = mode == datasets.VerificationMode.ALL_CHECKS
         return super().download_and_prepare(*args, verification_mode=verification_mode, **kwargs)
 
+    @functools.cached_property
+    def _sidecar_columns(self) -> list[SidecarColumn]:
+        # Read when datasets first asks for _info, within __init__: the config's values are checked here.
+        self.config.check()
+        return self.config.sidecar_columns(self.storage_options)
+
     def _info(self):
-        features = {
-            "index": datasets.Value("int32"),
-            "image_id": datasets.Value("int64"),
-            "file_name": datasets.Value("string"),
-            "coco_split": datasets.ClassLabel(names=list(COCO_SPLITS)),
-            "image": datasets.Image(),
-            "width": datasets.Value("int32"),
-            "height": datasets.Value("int32"),
-            "captions": datasets.Sequence(datasets.Value("string")),
-            "caption_ids": datasets.Sequence(datasets.Value("int64")),
-            "labels": datasets.Sequence(datasets.ClassLabel(names=CLASS_NAMES)),
-            "multi_hot": datasets.Sequence(datasets.Value("uint8"), length=len(CLASS_NAMES)),
-            "doc2vec": datasets.Sequence(datasets.Value("float32"), length=DOC2VEC_DIM),
-        }
+        features = pool_features()
         if not self.config.with_images:
             del features["image"]
-        if not self.config.doc2vec:
-            del features["doc2vec"]
+        for column in self._sidecar_columns:
+            features[column.name] = datasets.Sequence(datasets.Value("float32"), length=column.dim)
         return datasets.DatasetInfo(
             description=_DESCRIPTION,
             features=datasets.Features(features),
@@ -464,14 +519,14 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             sources[name] = sources[name].fetched_by(dl_manager)
         fetched = {name: sources[name] for name in config.needed_parts()}
         self._verify(dl_manager, fetched, PoolCounts.of(records), split_positions)
-        # 4. The shards of each split, and the Doc2Vec vectors in their order.
+        # 4. The shards of each split, and the sidecars' vectors in their order.
         images = list_pool_images(records, split_positions, fetched) if config.with_images else None
         shards = {
             name: plan_shards([records[p] for p in positions], images, config.num_shards, dl_manager.is_streaming)
             for name, positions in split_positions.items()
         }
-        if config.doc2vec:
-            self._attach_doc2vec(dl_manager, [shard for split_shards in shards.values() for shard in split_shards])
+        if self._sidecar_columns:
+            self._attach_sidecars(dl_manager, [shard for split_shards in shards.values() for shard in split_shards])
         return [datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards[name]}) for name in shards]
 
     def _generate_examples(self, shards: list[Shard]):
@@ -495,8 +550,8 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                     if shard.images is not None:
                         content = read_image(shard.images[row], readers, run_ends)
                         example["image"] = {"path": record.file_name, "bytes": content}
-                    if shard.doc2vec is not None:
-                        example["doc2vec"] = shard.doc2vec[row]
+                    for name, vectors in shard.vectors.items():
+                        example[name] = vectors[row]
                     yield record.image_id, example
             finally:
                 for reader in readers.values():
@@ -526,21 +581,47 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             self.info.splits.add(datasets.SplitInfo(name=name, num_examples=len(positions)))
         self.info.download_checksums = official_checksums(sources.values())
 
-    def _attach_doc2vec(self, dl_manager, shards: list[Shard]) -> None:
-        """One read of the sidecar, in the order of the shards' rows; each shard gets its slice."""
-        path = os.fspath(self.config.doc2vec_path or DOC2VEC_SIDECAR)
-        try:
-            location = dl_manager.download(path)
-        except FileNotFoundError:
-            raise missing_sidecar_error(path) from None
+    def _attach_sidecars(self, dl_manager, shards: list[Shard]) -> None:
+        """Each sidecar read once (all its columns), in the order of the shards' rows; each shard gets its slices."""
+        by_path: dict[str, list[SidecarColumn]] = {}
+        for column in self._sidecar_columns:
+            by_path.setdefault(column.path, []).append(column)
         image_ids = [record.image_id for shard in shards for record in shard.records]
-        vectors, provenance = read_doc2vec_sidecar(location, image_ids, dl_manager.download_config.storage_options)
-        logger.info(f"Doc2Vec vectors from {location}")
-        logger.debug(f"Doc2Vec provenance: {provenance}")
-        start = 0
-        for shard in shards:
-            shard.doc2vec = vectors[start : start + len(shard.records)]
-            start += len(shard.records)
+        for path, columns in by_path.items():
+            try:
+                location = dl_manager.download(path)
+            except FileNotFoundError:
+                raise columns[0].missing_error() from None
+            vectors, provenance = read_sidecar_columns(
+                location,
+                {column.name: column.dim for column in columns},
+                image_ids,
+                dl_manager.download_config.storage_options,
+                columns[0].remedy,
+                columns[0].missing_error(),
+            )
+            logger.info(f"{', '.join(vectors)} vectors from {location}")
+            logger.debug(f"{location} provenance: {provenance}")
+            start = 0
+            for shard in shards:
+                for name, matrix in vectors.items():
+                    shard.vectors[name] = matrix[start : start + len(shard.records)]
+                start += len(shard.records)
+
+
+def _normalised_feature_sidecars(feature_sidecars, doc2vec) -> dict[str, str] | None:
+    """Sorted by column with local paths made absolute: one config id (and cache) per set of sidecars.
+
+    datasets hashes a dict keyword into the config id, so the same sidecars in another order or
+    through another relative path must become the same dict.
+    """
+    if not feature_sidecars:
+        return None
+    check_feature_sidecars(feature_sidecars, True if doc2vec is None else doc2vec)
+    return {
+        name: os.path.abspath(path) if _is_local(os.fspath(path)) else os.fspath(path)
+        for name, path in sorted(feature_sidecars.items())
+    }
 
 
 def check_keywords(kwargs: dict) -> None:
@@ -558,6 +639,11 @@ def check_keywords(kwargs: dict) -> None:
         if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
     ]
     valid = set(config_fields) | set(builder_parameters)
+    if isinstance(kwargs.get("features"), dict) and not isinstance(kwargs["features"], datasets.Features):
+        raise ConfigError(
+            "features= is datasets' own argument (the schema, a datasets.Features); pass the sidecars to join as "
+            "feature_sidecars=, e.g. feature_sidecars={'vgg19_fc7': 'vgg19.parquet'}."
+        )
     for keyword in kwargs:
         if keyword in valid:
             continue
@@ -597,7 +683,7 @@ class AnnotationError(CocoError):
 
 
 class SidecarError(CocoError):
-    """The Doc2Vec sidecar is missing, unreadable or built for other data."""
+    """A sidecar (Doc2Vec, image features, ...) that is missing, unreadable or built for other data."""
 
 
 def number_of(number: int, noun: str, plural: str | None = None) -> str:
@@ -1356,14 +1442,288 @@ def read_image(entry: ImageEntry, readers: dict[str, ByteRangeReader], run_ends:
 
 
 # ============================================================================= helpers: sidecars
+#
+# A sidecar adds per-image vectors to the pool: a Parquet file with `image_id` (int64, each image
+# once) and one or more fixed-size list columns (float32 or float16; integer counts such as
+# bag-of-words too), one vector per image, plus optional `caption_<column>` columns (a list of
+# vectors per image, one per caption). The schema metadata holds, under a key `coco_unified.<kind>`,
+# the provenance as JSON: `features` (column -> {"dim", "store"}), `images`, `skipped_images`
+# ({"image_id", "file_name", "error"} of each image left out as undecodable), and how the vectors
+# were made. It is checked when written and when read: each image once, every pool image present
+# (or named as skipped), the declared dimension, finite values.
 
 
-def doc2vec_schema(with_caption_vectors: bool = False) -> pa.Schema:
-    vector = pa.list_(pa.float32(), DOC2VEC_DIM)
-    fields = [pa.field("image_id", pa.int64(), nullable=False), pa.field("doc2vec", vector, nullable=False)]
-    if with_caption_vectors:
-        fields.append(pa.field("caption_doc2vec", pa.list_(vector)))
-    return pa.schema(fields)
+@dataclasses.dataclass(frozen=True)
+class SidecarColumn:
+    """One dataset column joined from a sidecar by image_id, and what to tell a user whose sidecar is wrong."""
+
+    name: str  # the column, in the sidecar and in the dataset
+    path: str  # as the user gave it (absolute when local)
+    dim: int | None  # fixed by the format (Doc2Vec) or read from the sidecar's schema
+    make: str  # the command that makes the sidecar
+    point: str  # how to pass another file
+    drop: str  # how to build without the column
+
+    @property
+    def remedy(self) -> str:
+        return f"rebuild it with `{self.make}`, {self.point}, or {self.drop}"
+
+    def missing_error(self) -> SidecarError:
+        return SidecarError(
+            f"{_sidecar_words(self.name)} sidecar {self.path} not found. Create it with `{self.make}`, "
+            f"{self.point}, or {self.drop} to build without the {self.name} column."
+        )
+
+
+def doc2vec_column(path: str | None) -> SidecarColumn:
+    path = os.fspath(path or DOC2VEC_SIDECAR)
+    return SidecarColumn(
+        "doc2vec",
+        path,
+        DOC2VEC_DIM,
+        DOC2VEC_COMMAND.format(path=path),
+        "point doc2vec_path at it",
+        "pass doc2vec=False",
+    )
+
+
+def feature_column(name: str, path: str, storage_options: dict | None = None) -> SidecarColumn:
+    """A column of `feature_sidecars`; its dimension is read from the sidecar's footer (no vector is read)."""
+    column = SidecarColumn(
+        name,
+        path,
+        None,
+        FEATURES_COMMAND.format(path=path),
+        f"fix feature_sidecars[{name!r}]",
+        f"leave {name!r} out of feature_sidecars",
+    )
+    schema = read_sidecar_schema(path, storage_options, column.missing_error(), column.remedy)
+    kind = _vector_type(schema, name, path, column.remedy)
+    return dataclasses.replace(column, dim=kind.list_size)
+
+
+def write_feature_sidecar(
+    path: str,
+    image_ids: Sequence[int],
+    features: dict[str, np.ndarray],
+    provenance: dict,
+    store: str = "float32",
+    caption_features: dict[str, Sequence[np.ndarray]] | None = None,
+    metadata_key: bytes = FEATURES_METADATA_KEY,
+    remedy: str = f"rebuild it with `{FEATURES_COMMAND.format(path='PATH')}`",
+) -> None:
+    """Write a sidecar: one row per image, a fixed-size column per feature, provenance in the metadata.
+
+    `store` is the value type on disk (float32, or float16 to halve a 4096-d pool's 2 GB).
+    """
+    if store not in FEATURE_STORE_TYPES:
+        raise SidecarError(f"{path}: store={store!r}; pass one of {', '.join(FEATURE_STORE_TYPES)}.")
+    numpy_type = np.dtype(FEATURE_STORE_TYPES[store].to_pandas_dtype())
+    image_ids = np.asarray(image_ids, dtype=np.int64)
+    _check_unique(image_ids, path, remedy)
+    columns, fields, described = [pa.array(image_ids)], [pa.field("image_id", pa.int64(), nullable=False)], {}
+    for name, matrix in features.items():
+        matrix = np.asarray(matrix)
+        _check_matrix(matrix, len(image_ids), matrix.shape[-1] if matrix.ndim == 2 else -1, name, path, remedy)
+        stored = _stored(matrix, numpy_type, name, path)
+        columns.append(pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)), stored.shape[1]))
+        fields.append(pa.field(name, columns[-1].type, nullable=False))
+        described[name] = {"dim": int(stored.shape[1]), "store": store}
+    for name, per_image in (caption_features or {}).items():
+        column = _caption_column([_stored(np.asarray(rows), numpy_type, name, path) for rows in per_image], name, path)
+        if len(column) != len(image_ids):
+            raise SidecarError(f"{path}: {len(column):,} images have {name}, expected {len(image_ids):,}.")
+        columns.append(column)
+        fields.append(pa.field(name, column.type))
+        described[name] = {"dim": column.type.value_type.list_size, "store": store}
+    metadata = {**provenance, "features": described, "images": len(image_ids)}
+    schema = pa.schema(fields, metadata={metadata_key: json.dumps(metadata, sort_keys=True)})
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), path, row_group_size=SIDECAR_ROW_GROUP_ROWS)
+
+
+def _stored(matrix: np.ndarray, numpy_type: np.dtype, name: str, path: str) -> np.ndarray:
+    with np.errstate(over="ignore"):  # an overflow is reported right below, as an error
+        stored = matrix.astype(numpy_type)
+    if np.isfinite(matrix).all() and not np.isfinite(stored).all():
+        raise SidecarError(f"{path}: {name} holds values beyond {numpy_type}'s range; store them as float32.")
+    return stored
+
+
+def _caption_column(per_image: list[np.ndarray], name: str, path: str) -> pa.Array:
+    """list<fixed_size_list[dim]> per image, built from one flat buffer (no Python float per value)."""
+    dims = {rows.shape[1] for rows in per_image if rows.ndim == 2}
+    if len(dims) > 1 or any(rows.ndim != 2 for rows in per_image):
+        raise SidecarError(f"{path}: {name} must be one matrix (captions x dim) per image, all of one dim.")
+    if not dims:
+        raise SidecarError(f"{path}: {name} has no image; pass a matrix (captions x dim) per image.")
+    (dim,) = dims
+    for rows in per_image:
+        _check_matrix(rows, len(rows), dim, name, path, "rebuild it")
+    offsets = np.concatenate([[0], np.cumsum([len(rows) for rows in per_image])]).astype(np.int32)
+    flat = np.concatenate([rows.reshape(-1) for rows in per_image])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(pa.array(flat), dim))
+
+
+def _check_matrix(matrix: np.ndarray, rows: int, dim: int, name: str, path: str, remedy: str) -> None:
+    if matrix.shape != (rows, dim):
+        raise SidecarError(f"{path}: {name} has shape {matrix.shape}, expected ({rows}, {dim}); {remedy}.")
+    if not np.isfinite(matrix).all():
+        raise SidecarError(f"{path}: {name} holds NaN or infinite values; {remedy}.")
+
+
+def _check_unique(image_ids: np.ndarray, path: str, remedy: str) -> None:
+    unique_ids, counts = np.unique(image_ids, return_counts=True)
+    if (counts > 1).any():
+        raise SidecarError(f"{path}: image ids {unique_ids[counts > 1][:5].tolist()} appear more than once; {remedy}.")
+
+
+def _sidecar_words(column: str) -> str:
+    return "Doc2Vec" if column == "doc2vec" else column
+
+
+# What an unreachable sidecar's error advises.
+_SIDECAR_ADVICE = "Check the network connection, or copy the sidecar to a local file and pass its path instead."
+
+
+def read_sidecar_schema(
+    path: str, storage_options: dict | None = None, missing: SidecarError | None = None, remedy: str = "rebuild it"
+) -> pa.Schema:
+    """The sidecar's schema and metadata, from its footer only."""
+    missing = missing or SidecarError(f"{path} not found; {remedy}.")
+    try:
+        with open_location(path, storage_options, missing, _SIDECAR_ADVICE) as file:
+            return pq.read_schema(file)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SidecarError(f"{path}: not a readable Parquet file ({error}); {remedy}.") from None
+
+
+def sidecar_provenance(schema: pa.Schema) -> dict:
+    """How the vectors were made: the JSON under the file's `coco_unified.<kind>` metadata key ({} if none)."""
+    for key, value in (schema.metadata or {}).items():
+        if key.startswith(SIDECAR_METADATA_PREFIX):
+            return json.loads(value)
+    return {}
+
+
+def _vector_type(schema: pa.Schema, name: str, path: str, remedy: str) -> pa.FixedSizeListType:
+    """The fixed-size list type of column `name`; a missing column names the ones there are."""
+    vector_columns = [
+        field.name for field in schema if field.name != "image_id" and pa.types.is_fixed_size_list(field.type)
+    ]
+    if name not in schema.names:
+        closest = difflib.get_close_matches(name, vector_columns, n=1)
+        raise SidecarError(
+            f"{path}: has no column {name!r}{f' (did you mean {closest[0]!r}?)' if closest else ''}; "
+            f"its vector columns are {vector_columns}. Name one of them, or {remedy}."
+        )
+    kind = schema.field(name).type
+    if not pa.types.is_fixed_size_list(kind) or not (
+        pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)
+    ):
+        raise SidecarError(f"{path}: column {name} is {kind}, not a fixed-size list of numbers; {remedy}.")
+    if "image_id" not in schema.names or schema.field("image_id").type != pa.int64():
+        raise SidecarError(f"{path}: needs an int64 column image_id keying its rows; {remedy}.")
+    return kind
+
+
+def read_sidecar_columns(
+    path: str,
+    dims: dict[str, int | None],
+    image_ids: Sequence[int] | None = None,
+    storage_options: dict | None = None,
+    remedy: str = "rebuild it",
+    missing: SidecarError | None = None,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Columns of a sidecar as float32 matrices in the order of `image_ids` (default: the file's; an id
+    may repeat), read in one pass, and the sidecar's provenance.
+
+    `dims` names the columns and the dimension each must have (None: any). Checks: each column is
+    a fixed-size list of that dimension, values are finite, each image is listed once, and every
+    image of `image_ids` is there (an image skipped as undecodable when the sidecar was made is
+    named, with its file and error).
+    """
+    schema = read_sidecar_schema(path, storage_options, missing, remedy)
+    for name, dim in dims.items():
+        kind = _vector_type(schema, name, path, remedy)
+        if dim is not None and kind.list_size != dim:
+            raise SidecarError(
+                f"{path}: {_sidecar_words(name)} vectors are {kind.list_size}-d, expected {dim}-d; {remedy}."
+            )
+    with open_location(path, storage_options, None, _SIDECAR_ADVICE) as file:
+        table = pq.read_table(file, columns=["image_id", *dims])
+    file_ids = table.column("image_id").to_numpy()
+    _check_unique(file_ids, path, remedy)
+    provenance = sidecar_provenance(table.schema)
+    rows = None if image_ids is None else _rows_of(file_ids, image_ids, provenance, path, dims, remedy)
+    matrices = {}
+    for name in dims:
+        column = table.column(name).combine_chunks()
+        if column.null_count:
+            raise SidecarError(f"{path}: {name} is null for {number_of(column.null_count, 'image')}; {remedy}.")
+        values = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+        # float16 and integer vectors become float32: one type for every joined column
+        matrix = values[rows] if rows is not None else values
+        matrix = matrix.astype(np.float32, copy=False)
+        _check_matrix(matrix, len(matrix), column.type.list_size, name, path, remedy)
+        matrices[name] = matrix
+    return matrices, provenance
+
+
+def _rows_of(
+    file_ids: np.ndarray, image_ids: Sequence[int], provenance: dict, path: str, columns: Iterable[str], remedy: str
+) -> np.ndarray:
+    """The sidecar row of each of `image_ids`; a missing image is an error naming it."""
+    row_of = {image_id: row for row, image_id in enumerate(file_ids.tolist())}
+    missing = [image_id for image_id in image_ids if image_id not in row_of]
+    if missing:
+        words = " and ".join(_sidecar_words(name) for name in columns)
+        skipped = {entry["image_id"]: entry for entry in provenance.get("skipped_images", [])}
+        undecodable = [skipped[image_id] for image_id in missing if image_id in skipped]
+        if undecodable:
+            first = undecodable[0]
+            raise SidecarError(
+                f"{path}: no {words} vector for {number_of(len(missing), 'image')} of the pool (e.g. ids "
+                f"{missing[:5]}); {len(undecodable):,} of them could not be decoded when it was made, e.g. image "
+                f"{first['image_id']} ({first.get('file_name')}: {first.get('error')}). Replace the image and "
+                f"rebuild the sidecar, or build without the column ({remedy})."
+            )
+        raise SidecarError(
+            f"{path}: no {words} vector for {number_of(len(missing), 'image')} of the pool (e.g. ids "
+            f"{missing[:5]}); it was built for other data. {remedy[0].upper()}{remedy[1:]}."
+        )
+    unused = len(row_of) - len(set(image_ids))
+    if unused:
+        logger.info(
+            f"{path}: {number_of(unused, 'vector')} {'belongs' if unused == 1 else 'belong'} to images outside "
+            "this pool: not used"
+        )
+    return np.fromiter((row_of[image_id] for image_id in image_ids), dtype=np.int64, count=len(image_ids))
+
+
+def read_feature_sidecar(
+    path: str,
+    feature: str,
+    image_ids: Sequence[int] | None = None,
+    dim: int | None = None,
+    storage_options: dict | None = None,
+) -> tuple[np.ndarray, dict]:
+    """One column of a sidecar as float32 rows in the order of `image_ids` (default: the file's), and its provenance."""
+    remedy = f"rebuild it with `{FEATURES_COMMAND.format(path=path)}`"
+    matrices, provenance = read_sidecar_columns(path, {feature: dim}, image_ids, storage_options, remedy)
+    return matrices[feature], provenance
+
+
+def read_caption_features(path: str, feature: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The image ids and, per image, its captions' vectors (float32) of a `caption_<feature>` column."""
+    table = pq.read_table(path, columns=["image_id", feature])
+    column = table.column(feature).combine_chunks()
+    if not (pa.types.is_list(column.type) and pa.types.is_fixed_size_list(column.type.value_type)):
+        raise SidecarError(f"{path}: column {feature} is {column.type}, not a list of vectors per image.")
+    dim = column.type.value_type.list_size
+    flat = column.flatten().flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    _check_matrix(flat, len(flat), dim, feature, path, "rebuild it")
+    offsets = column.offsets.to_numpy()
+    return table.column("image_id").to_numpy(), [flat[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
 
 
 def write_doc2vec_sidecar(
@@ -1373,109 +1733,43 @@ def write_doc2vec_sidecar(
     provenance: dict,
     caption_vectors: Sequence[np.ndarray] | None = None,
 ) -> None:
-    """Write the Parquet file the builder reads: one row per image, provenance in the metadata."""
+    """Write the Doc2Vec sidecar the builder reads: column `doc2vec`, optionally `caption_doc2vec`."""
+    column = doc2vec_column(path)
     vectors = np.asarray(vectors, dtype=np.float32)
-    image_ids = np.asarray(image_ids, dtype=np.int64)
-    _check_vectors(vectors, len(image_ids), path)
-    _check_unique(image_ids, path)
-    columns = [pa.array(image_ids), pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), DOC2VEC_DIM)]
+    if vectors.ndim != 2 or vectors.shape[1] != DOC2VEC_DIM:
+        raise SidecarError(
+            f"{path}: Doc2Vec vectors have shape {vectors.shape}, expected ({len(image_ids)}, {DOC2VEC_DIM}); "
+            f"rebuild them with a {DOC2VEC_DIM}-d model."
+        )
+    captions = None
     if caption_vectors is not None:
-        columns.append(_caption_vector_column([np.asarray(rows, dtype=np.float32) for rows in caption_vectors], path))
-    schema = doc2vec_schema(caption_vectors is not None).with_metadata(
-        {DOC2VEC_METADATA_KEY: json.dumps(provenance, sort_keys=True)}
+        captions = {
+            "caption_doc2vec": [np.asarray(rows, np.float32).reshape(-1, DOC2VEC_DIM) for rows in caption_vectors]
+        }
+    write_feature_sidecar(
+        path, image_ids, {"doc2vec": vectors}, provenance, "float32", captions, DOC2VEC_METADATA_KEY, column.remedy
     )
-    pq.write_table(pa.Table.from_arrays(columns, schema=schema), path)
-
-
-def _caption_vector_column(per_image: list[np.ndarray], file_name: str) -> pa.Array:
-    """list<float32[300]> per image, built from one flat buffer (no Python float per value)."""
-    if len(per_image) == 0:
-        return pa.array([], type=pa.list_(pa.list_(pa.float32(), DOC2VEC_DIM)))
-    for rows in per_image:
-        _check_vectors(
-            rows.reshape(-1, DOC2VEC_DIM) if rows.size else rows.reshape(0, DOC2VEC_DIM), len(rows), file_name
-        )
-    offsets = np.concatenate([[0], np.cumsum([len(rows) for rows in per_image])]).astype(np.int32)
-    flat = np.concatenate([rows.reshape(-1) for rows in per_image])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(flat, DOC2VEC_DIM))
-
-
-def _check_unique(image_ids: np.ndarray, file_name: str) -> None:
-    unique_ids, counts = np.unique(image_ids, return_counts=True)
-    if (counts > 1).any():
-        raise SidecarError(
-            f"{file_name}: image ids {unique_ids[counts > 1][:5].tolist()} appear more than once; rebuild it."
-        )
-
-
-def _check_vectors(vectors: np.ndarray, rows: int, file_name: str) -> None:
-    if vectors.shape != (rows, DOC2VEC_DIM):
-        raise SidecarError(
-            f"{file_name}: Doc2Vec vectors have shape {vectors.shape}, expected ({rows}, {DOC2VEC_DIM}); rebuild them with a {DOC2VEC_DIM}-d model."
-        )
-    if not np.isfinite(vectors).all():
-        raise SidecarError(f"{file_name}: Doc2Vec vectors hold NaN or infinite values; rebuild them.")
-
-
-# What an unreachable sidecar's error advises.
-_SIDECAR_ADVICE = "Check the network connection, or copy the sidecar to a local file and pass doc2vec_path=<that file>."
 
 
 def missing_sidecar_error(path: str) -> SidecarError:
-    return SidecarError(
-        f"Doc2Vec sidecar {path} not found. Create it with `{DOC2VEC_COMMAND.format(path=path)}`, "
-        "point doc2vec_path at it, or pass doc2vec=False to build without the doc2vec column."
-    )
+    return doc2vec_column(path).missing_error()
 
 
 def read_doc2vec_sidecar(
     path: str, image_ids: Sequence[int], storage_options: dict | None = None
 ) -> tuple[np.ndarray, dict]:
     """The vectors of `image_ids` (float32, in that order; an id may repeat) and the sidecar's provenance."""
-    try:
-        with open_location(path, storage_options, missing_sidecar_error(path), _SIDECAR_ADVICE) as file:
-            table = pq.read_table(file)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise SidecarError(
-            f"{path}: not a readable Parquet file ({error}); rebuild it with `{DOC2VEC_COMMAND.format(path=path)}`."
-        ) from None
-    expected_types = {"image_id": pa.int64(), "doc2vec": pa.list_(pa.float32(), DOC2VEC_DIM)}
-    if any(
-        name not in table.column_names or table.schema.field(name).type != kind for name, kind in expected_types.items()
-    ):
-        raise SidecarError(
-            f"{path}: needs columns image_id and doc2vec (float32[{DOC2VEC_DIM}]); "
-            f"rebuild it with `{DOC2VEC_COMMAND.format(path=path)}`."
-        )
-    sidecar_ids = table.column("image_id").to_numpy()
-    vectors = table.column("doc2vec").combine_chunks().flatten().to_numpy().reshape(-1, DOC2VEC_DIM)
-    _check_vectors(vectors, len(sidecar_ids), path)
-    _check_unique(sidecar_ids, path)
-    row_of = {image_id: row for row, image_id in enumerate(sidecar_ids.tolist())}
-    missing = [image_id for image_id in image_ids if image_id not in row_of]
-    if missing:
-        raise SidecarError(
-            f"{path}: no Doc2Vec vector for {number_of(len(missing), 'image')} of the pool (e.g. ids {missing[:5]}); it was built "
-            f"for other data. Rebuild it with `{DOC2VEC_COMMAND.format(path=path)}`."
-        )
-    unused = len(row_of) - len(set(image_ids))
-    if unused:
-        logger.info(
-            f"{path}: {number_of(unused, 'vector')} {'belongs' if unused == 1 else 'belong'} to images outside "
-            "this pool: not used"
-        )
-    return vectors[[row_of[image_id] for image_id in image_ids]], _provenance(table.schema)
+    column = doc2vec_column(path)
+    matrices, provenance = read_sidecar_columns(
+        path, {"doc2vec": DOC2VEC_DIM}, image_ids, storage_options, column.remedy, column.missing_error()
+    )
+    return matrices["doc2vec"], provenance
 
 
 def read_doc2vec_provenance(path: str, storage_options: dict | None = None) -> dict:
     """How the sidecar's vectors were made (model, tokenizer, parameters, versions), from its metadata only."""
-    with open_location(path, storage_options, missing_sidecar_error(path), _SIDECAR_ADVICE) as file:
-        return _provenance(pq.read_schema(file))
-
-
-def _provenance(schema: pa.Schema) -> dict:
-    metadata = schema.metadata or {}
-    return json.loads(metadata[DOC2VEC_METADATA_KEY]) if DOC2VEC_METADATA_KEY in metadata else {}
+    column = doc2vec_column(path)
+    return sidecar_provenance(read_sidecar_schema(path, storage_options, column.missing_error(), column.remedy))
 
 
 # ============================================================================= helpers: shard planning
@@ -1488,7 +1782,8 @@ class Shard:
     records: list[ImageRecord]
     images: list[ImageEntry] | None  # aligned with records; None when there is no image column
     archive_order: bool = False  # images in the order of their archive: one read runs through them
-    doc2vec: np.ndarray | None = None  # rows aligned with records; None without the doc2vec column
+    # column -> its vectors of these rows (aligned with records), for each column joined from a sidecar
+    vectors: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def run_ends(self) -> dict[str, int]:
         """Per archive, where the one request reading this shard's entries may stop.

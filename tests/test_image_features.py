@@ -521,7 +521,10 @@ def test_undecodable_image_is_skipped_and_listed_when_asked(damaged_copy, clip_f
     assert provenance["skipped_images"][0]["file_name"] == file_name
     image_ids = pq.read_table(output, columns=["image_id"]).column(0).to_pylist()
     assert image_id not in image_ids and len(image_ids) == provenance["images"] == len(tiny_images) - 1
-    with pytest.raises(CocoError, match=r"no clip_image for 1 images .*1 of them could not be decoded"):
+    with pytest.raises(
+        CocoError,
+        match=rf"no clip_image vector for 1 image .*1 of them could not be decoded .*image {image_id} \({file_name}: ",
+    ):
         read_feature_sidecar(str(output), "clip_image", [image_id])
 
 
@@ -549,11 +552,11 @@ def test_float16_store_halves_the_values(tmp_path):
 def test_sidecar_checks_on_read(tmp_path):
     path = tmp_path / "features.parquet"
     write_feature_sidecar(str(path), [3, 4], {"clip_image": np.ones((2, 8), np.float32)}, {"model": "test"})
-    with pytest.raises(CocoError, match=rf"{path}: clip_image is 8-d, expected 512; .*image-features"):
+    with pytest.raises(CocoError, match=rf"{path}: clip_image vectors are 8-d, expected 512-d; .*image-features"):
         read_feature_sidecar(str(path), "clip_image", dim=512)
-    with pytest.raises(CocoError, match=r"has no feature 'vgg19_fc7' \(it has \['clip_image'\]\)"):
+    with pytest.raises(CocoError, match=r"has no column 'vgg19_fc7'; its vector columns are \['clip_image'\]"):
         read_feature_sidecar(str(path), "vgg19_fc7")
-    with pytest.raises(CocoError, match=r"no clip_image for 1 images of the pool \(e\.g\. \[5\]\)"):
+    with pytest.raises(CocoError, match=r"no clip_image vector for 1 image of the pool \(e\.g\. ids \[5\]\)"):
         read_feature_sidecar(str(path), "clip_image", [3, 5])
     metadata = json.loads(pq.read_schema(path).metadata[FEATURES_METADATA_KEY])
     assert metadata["features"] == {"clip_image": {"dim": 8, "store": "float32"}} and metadata["images"] == 2

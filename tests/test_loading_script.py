@@ -41,6 +41,22 @@ LOAD_AND_SUMMARISE = textwrap.dedent(
 )
 
 
+LOAD_WITH_FEATURE_SIDECARS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from datasets import load_dataset
+    script, data_dir, sidecar, streaming = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    dataset = load_dataset(
+        script, "no_images", data_dir=data_dir, feature_sidecars={"clip_image": sidecar, "vgg19_fc7": sidecar},
+        split="train", streaming=streaming, trust_remote_code=True,
+    )
+    rows = sorted(dataset, key=lambda row: row["index"])
+    print(json.dumps({name: [row[name] for row in rows] for name in ("image_id", "clip_image", "vgg19_fc7")}))
+    """
+)
+
+
 LOAD_WITH_A_TYPO = textwrap.dedent(
     """
     import sys
@@ -102,6 +118,27 @@ def test_load_dataset_labeled_no_images(script_beside_sidecar, sample_dir, oracl
     summary, _ = load_in_fresh_process(script, "labeled_no_images", sample_dir, False, tmp_path)
     assert summary["image_ids"] == sorted(image_id for image_id, row in oracle.items() if row["labels"])
     assert "image" not in summary["columns"] and "doc2vec" in summary["columns"]
+
+
+@pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts; test_feature_sidecars.py covers it")
+@pytest.mark.parametrize("streaming", [False, True])
+def test_load_dataset_joins_feature_sidecars(streaming, script_beside_sidecar, sample_dir, oracle, tmp_path):
+    script, _ = script_beside_sidecar
+    image_ids = sorted(oracle)
+    rng = np.random.default_rng(3)
+    matrices = {
+        "clip_image": rng.standard_normal((len(image_ids), 4)),
+        "vgg19_fc7": rng.standard_normal((len(image_ids), 9)),
+    }
+    sidecar = tmp_path / "features.parquet"
+    coco_unified.write_feature_sidecar(str(sidecar), image_ids, matrices, {"model": "test"}, store="float16")
+    args = [script, sample_dir, sidecar, "1" if streaming else "0"]
+    result = run_in_fresh_process(LOAD_WITH_FEATURE_SIDECARS, args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["image_id"] == image_ids
+    for name, matrix in matrices.items():
+        assert np.array_equal(np.asarray(summary[name], np.float32), matrix.astype(np.float16).astype(np.float32))
 
 
 @pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts; test_builder.py covers the class")
