@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -213,3 +214,80 @@ def test_bad_options_are_refused_by_keyword():
         PublishOptions(output="out", shard_size="big")
     with pytest.raises(coco_unified.CocoError, match=r"Unknown config\(s\) \['nope'\]"):
         PublishOptions(output="out", configs=("nope",))
+
+
+# ----------------------------------------------------------------------------- feature columns
+
+FEATURE_DIMS = {"clip_image": 8, "vgg19_fc7": 20}
+
+
+@pytest.fixture(scope="module")
+def feature_sidecars(oracle, tmp_path_factory):
+    """{column: (sidecar path, {image id: float32 vector})}, float16 on disk for vgg19_fc7."""
+    folder = tmp_path_factory.mktemp("features")
+    rng = np.random.default_rng(5)
+    image_ids = rng.permutation(sorted(oracle))
+    sidecars = {}
+    for column, dim in FEATURE_DIMS.items():
+        store = "float16" if column == "vgg19_fc7" else "float32"
+        matrix = rng.standard_normal((len(image_ids), dim)).astype(np.float32)
+        path = folder / f"{column}.parquet"
+        coco_unified.write_feature_sidecar(str(path), image_ids, {column: matrix}, {"model": f"random {column}"}, store)
+        sidecars[column] = (str(path), dict(zip(image_ids.tolist(), matrix.astype(store).astype(np.float32))))
+    return sidecars
+
+
+def test_feature_columns_are_in_the_data_files_and_their_provenance_in_the_card(
+    sample_dir, sidecar, feature_sidecars, tmp_path
+):
+    paths = {column: path for column, (path, _) in feature_sidecars.items()}
+    options = publish_options(
+        sample_dir, sidecar, tmp_path / "cache", tmp_path / "folder", configs=("no_images",), feature_sidecars=paths
+    )
+    write_folder(options)
+    schema = pq.read_schema(glob.glob(str(tmp_path / "folder" / "data" / "no_images" / "*.parquet"))[0])
+    for column, dim in FEATURE_DIMS.items():
+        assert schema.field(column).type == pa.list_(pa.float32(), dim)
+    loaded = datasets.load_dataset(str(tmp_path / "folder"), "no_images", split="train", cache_dir=str(tmp_path / "l"))
+    for column, (_, by_id) in feature_sidecars.items():
+        vectors = np.asarray(loaded[column], dtype=np.float32)
+        assert np.array_equal(vectors, np.stack([by_id[image_id] for image_id in loaded["image_id"]]))
+    card = (tmp_path / "folder" / "README.md").read_text(encoding="utf-8")
+    assert "## Feature columns" in card
+    for column, dim in FEATURE_DIMS.items():
+        assert f"### `{column}` ({dim}-d, from `{column}.parquet`)" in card and f"random {column}" in card
+    assert [feature["name"] for feature in card_yaml(tmp_path / "folder")["dataset_info"]["features"]][-2:] == list(
+        FEATURE_DIMS
+    )
+
+
+def test_script_mode_tells_how_to_pass_feature_sidecars_and_stages_none(sidecar, feature_sidecars, tmp_path):
+    path, _ = feature_sidecars["clip_image"]
+    options = PublishOptions(
+        output=str(tmp_path / "out"),
+        mode="script",
+        doc2vec_path=str(sidecar),
+        repo_id="me/coco",
+        feature_sidecars={"clip_image": path},
+    )
+    folder = write_folder(options)
+    assert "clip_image.parquet" not in folder.files
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert (
+        """load_dataset("me/coco", "default", trust_remote_code=True, feature_sidecars={'clip_image': 'clip_image.parquet'})"""
+        in card
+    )
+    assert "random clip_image" in card
+
+
+def test_bad_feature_sidecars_are_refused_by_keyword(sample_dir, tmp_path):
+    with pytest.raises(coco_unified.ConfigError, match=r"config_kwargs holds feature_sidecars: pass them as"):
+        PublishOptions(output="out", config_kwargs={"feature_sidecars": {"a": "a.parquet"}})
+    with pytest.raises(coco_unified.ConfigError, match=r"'doc2vec' is not a free column name"):
+        PublishOptions(output="out", feature_sidecars={"doc2vec": "a.parquet"})
+    options = PublishOptions(
+        output=str(tmp_path / "out"), data_dir=str(sample_dir), doc2vec=False, feature_sidecars={"a": "absent.parquet"}
+    )
+    with pytest.raises(coco_unified.SidecarError, match=r"absent\.parquet not found"):
+        write_folder(options)
+    assert os.listdir(tmp_path) == []

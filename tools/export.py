@@ -1,6 +1,7 @@
 """Export the pool as the arrays and text files that cross-modal hashing code reads.
 
     coco-unified export --data-dir DIR --output-dir OUT [--doc2vec-path PATH | --no-doc2vec]
+                        [--feature COLUMN=PATH ...]
 
 Builds the loader's `no_images` config (or `default`) and writes to OUT:
 
@@ -10,7 +11,10 @@ Builds the loader's `no_images` config (or `default`) and writes to OUT:
 - id-map.txt: `<image id> <file name> <train2017|val2017>`, one line per pool index;
 - class-name.txt: `<category id> <name>`, one line per class index 0..79;
 - protocol/: the seeded query / database / training index files of `coco-unified protocol`;
-- manifest.json: counts, the protocol's seed and sizes, the Doc2Vec sidecar's provenance.
+- <COLUMN>.npy for each --feature (float32, row i = pool index i), read straight from its sidecar;
+  a column up to 1,024 wide is also in coco_unified.mat, a wider one (4096-d CNN-F / VGG-19 fc7)
+  is in <COLUMN>.h5 instead (HDF5 dataset <COLUMN>: h5py.File(path)["COLUMN"][rows]);
+- manifest.json: counts, the protocol's seed and sizes, the provenance of every sidecar.
 """
 
 import argparse
@@ -34,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add_source_arguments(parser)
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="where the files go (created if missing)")
     flags.add_sidecar_arguments(parser)
+    flags.add_feature_arguments(parser)
     parser.add_argument(
         "--config",
         choices=EXPORT_CONFIGS,
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         num_query=args.num_query,
         train_sizes=tuple(args.train_sizes),
+        feature_sidecars=args.feature_sidecars,
     )
     manifest = export_pool(options)
     logger.info(

@@ -33,6 +33,26 @@ def positive_float(text: str) -> float:
     return value
 
 
+def feature_sidecar(text: str) -> tuple[str, str]:
+    """COLUMN=PATH: a column of a sidecar written by `coco-unified image-features`, and the sidecar."""
+    column, equals, path = text.partition("=")
+    if not equals or not column or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=PATH, e.g. vgg19_fc7=vgg19.parquet")
+    return column, path
+
+
+class _FeatureSidecars(argparse.Action):
+    """Collects repeated --feature COLUMN=PATH into {column: path}; a column given twice is an error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        column, path = values
+        sidecars = dict(getattr(namespace, self.dest) or {})
+        if column in sidecars:
+            parser.error(f"argument {option_string}: column {column!r} given twice ({sidecars[column]} and {path})")
+        sidecars[column] = path
+        setattr(namespace, self.dest, sidecars)
+
+
 # ----------------------------------------------------------------------------- shared flags
 
 
@@ -66,6 +86,20 @@ def add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-doc2vec",
         action="store_true",
         help="leave out the doc2vec column: no sidecar is read (nor needed)",
+    )
+
+
+def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
+    """--feature COLUMN=PATH (repeatable): the loader's feature_sidecars={COLUMN: PATH}."""
+    parser.add_argument(
+        "--feature",
+        dest="feature_sidecars",
+        type=feature_sidecar,
+        action=_FeatureSidecars,
+        default={},
+        metavar="COLUMN=PATH",
+        help="join column COLUMN of the feature sidecar PATH (written by `coco-unified image-features`), "
+        "e.g. vgg19_fc7=vgg19.parquet; repeat for more columns",
     )
 
 

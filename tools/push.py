@@ -12,10 +12,12 @@ Mode `parquet` builds each chosen config with coco_unified.py and writes a Hub-r
 `datasets` >= 4 and the dataset viewer read only such data files; `load_dataset("USER/REPO", config)`
 then works with any `datasets` version, streaming included. Without --configs every config is
 exported, less a `protocol` config the pool is too small for (a small sample): that one is
-skipped, saying which --config-kwarg sizes would fit.
+skipped, saying which --config-kwarg sizes would fit. Each --feature COLUMN=PATH becomes a column
+of every config's data files, and the card records its sidecar's provenance.
 
 Mode `script` uploads coco_unified.py, dataset_infos.json, a card and the Doc2Vec sidecar, for
-`load_dataset("USER/REPO", trust_remote_code=True)` with `datasets` < 4.
+`load_dataset("USER/REPO", trust_remote_code=True)` with `datasets` < 4. Feature sidecars are not
+uploaded there: the card shows users how to pass their own as feature_sidecars.
 
 OUT is written under a temporary name beside it and renamed when complete: an error leaves no
 half-written folder (and an earlier OUT as it was). The upload reads the token from HF_TOKEN or
@@ -42,7 +44,9 @@ logger = logging.getLogger(__name__)
 
 # The loader's config fields with a flag of their own; every other field of CocoUnifiedConfig is
 # set with --config-kwarg, and the loader's messages naming it are translated so.
-_OWN_FLAGS = {"base_url", "doc2vec", "doc2vec_path"} | {field.name for field in dataclasses.fields(BuilderConfig)}
+_OWN_FLAGS = {"base_url", "doc2vec", "doc2vec_path", "feature_sidecars"} | {
+    field.name for field in dataclasses.fields(BuilderConfig)
+}
 KWARG_FLAGS = {
     field.name: f"--config-kwarg {field.name}="
     for field in dataclasses.fields(CocoUnifiedConfig)
@@ -95,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a CocoUnifiedConfig field set in every exported config, e.g. num_shards=32 or num_query=50 (repeatable)",
     )
     flags.add_sidecar_arguments(parser)
+    flags.add_feature_arguments(parser)
     flags.add_cache_dir_argument(parser)
     parser.add_argument(
         "--num-proc", type=flags.positive_int, metavar="N", help="processes preparing each config (default: one)"
@@ -139,6 +144,7 @@ def run(args: argparse.Namespace) -> None:
         num_proc=args.num_proc,
         shard_size=args.shard_size,
         repo_id=args.repo_id,
+        feature_sidecars=args.feature_sidecars,
     )
     folder = write_folder(options)
     logger.info("wrote %s, %.1f MB, in %s", number_of(len(folder.files), "file"), folder.num_bytes / 1e6, folder.path)

@@ -8,11 +8,14 @@ Mode `parquet` builds each chosen config with coco_unified.py and writes:
     OUT/data/<config>/<split>-00000-of-00004.parquet     images embedded, ~shard_size each
 
 `datasets` >= 4 and the dataset viewer read only such data files; `load_dataset("USER/REPO", config)`
-then works with any `datasets` version, streaming included. The shards are copied record batch by
+then works with any `datasets` version, streaming included. Feature columns (`feature_sidecars`)
+are columns of the data files like any other; the card records each sidecar's provenance. The shards are copied record batch by
 record batch from the prepared Arrow files, so memory stays flat however large the pool.
 
 Mode `script` stages coco_unified.py, dataset_infos.json, a card and the Doc2Vec sidecar, for
-`load_dataset("USER/REPO", trust_remote_code=True)` with `datasets` < 4.
+`load_dataset("USER/REPO", trust_remote_code=True)` with `datasets` < 4. Feature sidecars are not
+staged: the loader joins them from the paths its user passes as feature_sidecars (local paths
+resolve against the user's folder, not the repo), so the card says how to pass them instead.
 
 The folder is written beside OUT under a temporary name and renamed to OUT when complete, so OUT is
 never left half-written: on an error the temporary folder is removed and an earlier OUT stays.
@@ -82,10 +85,15 @@ class PublishOptions:
     num_proc: int | None = None
     shard_size: str = DEFAULT_SHARD_SIZE
     repo_id: str | None = None  # named in the card's usage example
+    # column -> feature sidecar, joined in every config as the loader's feature_sidecars
+    feature_sidecars: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise CocoError(f"mode={self.mode!r} is not a mode; choose one of {list(MODES)}.")
+        if "feature_sidecars" in self.config_kwargs:
+            raise ConfigError("config_kwargs holds feature_sidecars: pass them as feature_sidecars= instead.")
+        coco_unified.check_feature_sidecars(dict(self.feature_sidecars), self.doc2vec)
         unknown = [name for name in self.configs if name not in CocoUnified.builder_configs]
         if unknown:
             raise CocoError(f"Unknown config(s) {unknown}; choose among {list(CocoUnified.builder_configs)}.")
@@ -214,6 +222,7 @@ def build_config(options: PublishOptions, config: str) -> CocoUnified:
         doc2vec=options.doc2vec,
         doc2vec_path=options.doc2vec_path,
         cache_dir=options.cache_dir,
+        feature_sidecars=dict(options.feature_sidecars),
         **options.config_kwargs,
     )
     builder.download_and_prepare(num_proc=options.num_proc)
@@ -294,16 +303,46 @@ def provenance_section(provenance: dict | None) -> str:
     )
 
 
-def common_sections(info: datasets.DatasetInfo, provenance: dict | None) -> str:
+def features_section(features: Mapping[str, dict], script_repo_id: str | None = None) -> str:
+    """The feature columns and each sidecar's provenance; for a script repo, how to pass the sidecars."""
+    in_data_files = script_repo_id is None
+    if in_data_files and not features:
+        return ""
+    sidecars = {column: entry["sidecar"] for column, entry in features.items()} or {"vgg19_fc7": "vgg19.parquet"}
+    if in_data_files:
+        how = (
+            "The data files hold these feature columns, joined by `image_id` from sidecars written by "
+            "`coco-unified image-features`."
+        )
+    else:
+        how = (
+            "The loading script joins image features (CNN-F / VGG-19 fc7, CLIP) as float32 columns from Parquet "
+            "sidecars written by `coco-unified image-features`; this repository does not hold them. Make (or "
+            "download) the sidecars and pass their local paths or URLs:\n\n"
+            f'```python\npool = load_dataset("{script_repo_id}", "default", trust_remote_code=True, '
+            f"feature_sidecars={sidecars!r})\n```\n"
+        )
+    columns = "".join(
+        f"\n### `{column}` ({entry['dim']}-d, from `{entry['sidecar']}`)\n\n"
+        f"```json\n{json.dumps(entry['provenance'], indent=2, sort_keys=True)}\n```\n"
+        for column, entry in features.items()
+    )
+    return f"## Feature columns\n\n{how}\n{columns}\n"
+
+
+def common_sections(info: datasets.DatasetInfo, provenance: dict | None, features_text: str) -> str:
     return (
         f"{info.description}\nHomepage: {info.homepage}\n\n"
         f"{provenance_section(provenance)}\n"
+        f"{features_text}"
         f"## License\n\n{info.license}\n\n"
         f"## Citation\n\n```bibtex\n{info.citation}```\n"
     )
 
 
-def parquet_card(repo_id: str, exported: Sequence[ExportedConfig], provenance: dict | None) -> str:
+def parquet_card(
+    repo_id: str, exported: Sequence[ExportedConfig], provenance: dict | None, features: Mapping[str, dict]
+) -> str:
     """README.md with the `configs` and `dataset_info` YAML that the Hub and `datasets` read."""
     card_data = base_card_data()
     MetadataConfigs(
@@ -326,12 +365,12 @@ def parquet_card(repo_id: str, exported: Sequence[ExportedConfig], provenance: d
     )
     return (
         card_header(card_data)
-        + f"\n# COCO 2017 unified pool\n\n{common_sections(exported[0].info, provenance)}\n"
+        + f"\n# COCO 2017 unified pool\n\n{common_sections(exported[0].info, provenance, features_section(features))}\n"
         + f"## Configs\n\n| config | rows | contents |\n|---|---|---|\n{rows}\n\n## Usage\n\n{usage}"
     )
 
 
-def script_card(repo_id: str, provenance: dict | None) -> str:
+def script_card(repo_id: str, provenance: dict | None, features: Mapping[str, dict]) -> str:
     card_data = base_card_data()
     usage = (
         "This repository holds the loading script; it runs with `datasets` < 4 only:\n\n"
@@ -341,7 +380,7 @@ def script_card(repo_id: str, provenance: dict | None) -> str:
     info = CocoUnified(config_name=CocoUnified.DEFAULT_CONFIG_NAME, doc2vec=False).info
     return (
         card_header(card_data)
-        + f"\n# COCO 2017 unified pool (loading script)\n\n{common_sections(info, provenance)}\n## Usage\n\n{usage}"
+        + f"\n# COCO 2017 unified pool (loading script)\n\n{common_sections(info, provenance, features_section(features, repo_id))}\n## Usage\n\n{usage}"
     )
 
 
@@ -357,11 +396,23 @@ def _provenance(options: PublishOptions) -> dict | None:
     return coco_unified.read_doc2vec_provenance(options.sidecar) if options.sidecar else None
 
 
+def feature_provenance(options: PublishOptions) -> dict[str, dict]:
+    """Per feature column: its dimension, its sidecar's file name and provenance (footers only are read)."""
+    described = {}
+    for column, path in options.feature_sidecars.items():
+        path = os.fspath(path)
+        dim = coco_unified.feature_column(column, path).dim
+        provenance = coco_unified.sidecar_provenance(coco_unified.read_sidecar_schema(path))
+        described[column] = {"dim": dim, "sidecar": os.path.basename(path), "provenance": provenance}
+    return described
+
+
 def write_parquet_files(options: PublishOptions, folder: str) -> list[str]:
     """Export every config in `configs_to_export` into `folder`; returns the configs written."""
     configs = configs_to_export(options)
+    features = feature_provenance(options)  # a missing sidecar or column fails before any config is built
     exported = [export_config(options, config, folder) for config in configs]
-    _write_card(folder, parquet_card(options.repo_id or "USER/REPO", exported, _provenance(options)))
+    _write_card(folder, parquet_card(options.repo_id or "USER/REPO", exported, _provenance(options), features))
     return configs
 
 
@@ -374,7 +425,13 @@ def write_script_files(options: PublishOptions, folder: str) -> list[str]:
         sources[coco_unified.DOC2VEC_SIDECAR] = options.sidecar
     for name, source in sources.items():
         shutil.copyfile(source, os.path.join(folder, name))
-    _write_card(folder, script_card(options.repo_id or "USER/REPO", _provenance(options)))
+    features = feature_provenance(options)
+    if features:
+        logger.warning(
+            "Script mode does not upload feature sidecars (%s): the card tells users to pass feature_sidecars",
+            ", ".join(features),
+        )
+    _write_card(folder, script_card(options.repo_id or "USER/REPO", _provenance(options), features))
     return []
 
 
