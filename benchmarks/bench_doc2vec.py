@@ -1,6 +1,6 @@
 """What the Doc2Vec sidecar costs: tokenising, training, and inference per core and on all cores.
 
-    python -m benchmarks.bench_doc2vec [--data-dir /tmp/coco_full]
+    python benchmarks/bench_doc2vec.py [--data-dir /tmp/coco_full] [--workers N] [--epochs N]
 
 Runs on the --scale 1.0 sample of tools/fakes/sample_coco.py (123,287 images; generated into
 --data-dir when missing). Inference is timed on a subset of the documents and extrapolated to the
@@ -12,7 +12,6 @@ sample=1e-5 skips most tokens; the share kept is printed because training cost f
 """
 
 import argparse
-import logging
 import os
 import subprocess
 import sys
@@ -20,8 +19,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
+if not __package__:  # run by path: `python benchmarks/bench_doc2vec.py`
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import numpy as np
 
+from tools import cli
+from tools.lib.doc2vec_build import DEFAULT_EPOCHS, DEFAULT_INFER_ALPHA, DEFAULT_MIN_COUNT, INFER_MIN_ALPHA
 from tools.lib.doc2vec_inference import InferenceSettings, default_workers, infer_all, infer_document
 from tools.lib.doc2vec_model import TrainingSettings, train_model
 from tools.lib.pool import read_pool
@@ -44,7 +48,8 @@ def timed(action: Callable):
 
 def ensure_sample(data_dir: str) -> None:
     if not os.path.exists(os.path.join(data_dir, "annotations_trainval2017.zip")):
-        subprocess.run([sys.executable, "-m", "tools.fakes.sample_coco", data_dir, "--scale", "1.0"], check=True)
+        sample_command = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "sample.py")
+        subprocess.run([sys.executable, sample_command, data_dir, "--scale", "1.0"], check=True)
 
 
 def kept_token_share(model) -> float:
@@ -71,7 +76,7 @@ def all_cores_rate(
 
 def measure_start_up(model_path: str, documents: Sequence[list[str]], workers: int) -> float:
     """Seconds to start `workers` processes and load the model, with next to no inference."""
-    single_epoch = InferenceSettings(epochs=1, alpha=0.01, min_alpha=0.0001, seed=0)
+    single_epoch = InferenceSettings(epochs=1, alpha=DEFAULT_INFER_ALPHA, min_alpha=INFER_MIN_ALPHA, seed=0)
     _, seconds = timed(
         lambda: infer_all(model_path, documents[:workers], single_epoch, workers, "start-up", documents_per_task=1)
     )
@@ -94,7 +99,7 @@ def bench_tokenising(captions: Sequence[Sequence[str]], workers: int) -> list[li
 def bench_training(documents: Sequence[list[str]], epochs: int, workers: int):
     """Train with one thread (the reproducible default) and with one per core; the last model."""
     for threads in sorted({1, workers}):
-        settings = TrainingSettings(epochs=epochs, min_count=5, seed=0, workers=threads)
+        settings = TrainingSettings(epochs=epochs, min_count=DEFAULT_MIN_COUNT, seed=0, workers=threads)
         model, seconds = timed(lambda settings=settings: train_model(documents, settings))
         report(
             f"training, {epochs} epochs, {threads} thread(s): {seconds:.1f} s "
@@ -111,7 +116,7 @@ def bench_inference(model, documents: Sequence[list[str]], workers: int) -> None
         report(f"inference start-up of {workers} worker processes: {start_up:.1f} s")
         rng = np.random.default_rng(0)
         for epochs in ONE_CORE_SUBSET:
-            settings = InferenceSettings(epochs=epochs, alpha=0.01, min_alpha=0.0001, seed=0)
+            settings = InferenceSettings(epochs=epochs, alpha=DEFAULT_INFER_ALPHA, min_alpha=INFER_MIN_ALPHA, seed=0)
             per_core = one_core_rate(model, sample(documents, ONE_CORE_SUBSET[epochs], rng), settings)
             all_cores = all_cores_rate(
                 model_path, sample(documents, ALL_CORES_SUBSET[epochs], rng), settings, workers, start_up
@@ -124,16 +129,26 @@ def bench_inference(model, documents: Sequence[list[str]], workers: int) -> None
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_doc2vec",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="the --scale 1.0 sample (`coco-unified sample DIR --scale 1.0`), generated there when missing "
+        "(default: %(default)s)",
     )
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the --scale 1.0 sample (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="all cores (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s, the build's)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="processes for tokenising and inference, and threads for the second training run "
+        "(default: %(default)s, the cores this process may use)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=DEFAULT_EPOCHS, help="training epochs (default: %(default)s, the build's)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    cli.configure_logging(args.verbose)
     ensure_sample(args.data_dir)
     # Other processes competing for the cores distort every figure below.
     report(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")

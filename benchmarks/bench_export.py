@@ -1,11 +1,11 @@
-"""Benchmark of tools/push.py and of streaming its output, on a full-scale COCO-shaped sample.
+"""Benchmark of `coco-unified push`'s Parquet export and of streaming its output, on a full-scale COCO-shaped sample.
 
 For the configs `default` (doc2vec=False) and `no_images`: the Parquet export's throughput (MB of
 Parquet written per second) and peak RSS, with the builder's preparation timed apart; then, in
 the same run, streaming examples/s from the exported Parquet beside the script builder streaming
 the same local zips (images left undecoded on both sides, so the figure is the data path's).
 
-    python -m benchmarks.bench_export --data-dir /tmp/full [--work-dir DIR]
+    python benchmarks/bench_export.py --data-dir /tmp/full [--work-dir DIR]
 
 Each measurement runs in a fresh interpreter so that its peak RSS is its own.
 """
@@ -13,37 +13,51 @@ Each measurement runs in a fresh interpreter so that its peak RSS is its own.
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not __package__:  # run by path: `python benchmarks/bench_export.py`
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from benchmarks.bench_loading import run  # noqa: E402
+from benchmarks.bench_loading import run
+from tools import cli
 
-logger = logging.getLogger("bench_export")
+logger = logging.getLogger(__name__)
 CONFIGS = ("default", "no_images")
 
-PREPARE = """
-from tools import push as push_to_hub
-args = push_to_hub.parse_args(params["argv"])
-start = time.perf_counter()
-push_to_hub.build_config(args, params["config"])
-report(seconds=time.perf_counter() - start)
+# The export's options for one config, as `coco-unified push --no-doc2vec --configs CONFIG` sets them.
+OPTIONS = """
+from tools.lib.publish import PublishOptions
+options = PublishOptions(
+    output=params["folder"], data_dir=params["data_dir"], configs=(params["config"],), doc2vec=False, cache_dir=params["cache_dir"]
+)
 """
 
-# Runs on a prepared cache, so the time and peak RSS are the Parquet writing's.
-EXPORT = """
-import os
-from tools import push as push_to_hub
-args = push_to_hub.parse_args(params["argv"])
+PREPARE = (
+    OPTIONS
+    + """
+from tools.lib.publish import build_config
 start = time.perf_counter()
-exported = push_to_hub.export_config(args, params["config"])
+build_config(options, params["config"])
+report(seconds=time.perf_counter() - start)
+"""
+)
+
+# Runs on a prepared cache, so the time and peak RSS are the Parquet writing's.
+EXPORT = (
+    OPTIONS
+    + """
+import os
+from tools.lib.publish import export_config
+start = time.perf_counter()
+exported = export_config(options, params["config"], params["folder"])
 seconds = time.perf_counter() - start
 written = sum(os.path.getsize(path) for path in exported.shards)
 report(seconds=seconds, megabytes=written / 1e6, mb_per_second=written / 1e6 / seconds, shards=len(exported.shards))
 """
+)
 
 STREAM = """
 import datasets
@@ -62,29 +76,16 @@ report(seconds=seconds, rows=rows, examples_per_second=rows / seconds, n_shards=
 """
 
 
-def export_argv(data_dir: Path, work_dir: Path, config: str) -> list:
-    return [
-        "--data-dir",
-        str(data_dir),
-        "--no-doc2vec",
-        "--configs",
-        config,
-        "--cache-dir",
-        str(work_dir / "cache"),
-        "--output",
-        str(work_dir / "folder"),
-        "--dry-run",
-    ]
-
-
 def measure(data_dir: Path, work_dir: Path) -> dict:
     figures = {}
     for config in CONFIGS:
-        argv = export_argv(data_dir, work_dir, config)
+        common = dict(
+            config=config, data_dir=str(data_dir), cache_dir=str(work_dir / "cache"), folder=str(work_dir / "folder")
+        )
         logger.info("preparing %s", config)
-        figures[f"prepare {config}"] = run(PREPARE, argv=argv, config=config)
+        figures[f"prepare {config}"] = run(PREPARE, **common)
         logger.info("exporting %s", config)
-        figures[f"export {config}"] = run(EXPORT, argv=argv, config=config)
+        figures[f"export {config}"] = run(EXPORT, **common)
         logger.info("%s: prepare %s, export %s", config, figures[f"prepare {config}"], figures[f"export {config}"])
     for config in CONFIGS:
         common = dict(config=config, data_dir=str(data_dir), cache_dir=str(work_dir / "stream-cache"))
@@ -119,13 +120,14 @@ def main(argv=None) -> None:
         "--data-dir",
         type=Path,
         required=True,
-        help="a full-scale sample (python -m tools.fakes.sample_coco --scale 1.0)",
+        help="a full-scale sample (`coco-unified sample DIR --scale 1.0`)",
     )
     parser.add_argument(
         "--work-dir", type=Path, help="where the cache and the exported folder go (default: a temporary folder)"
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cli.configure_logging(args.verbose)
     with tempfile.TemporaryDirectory() as scratch:
         figures = measure(args.data_dir, args.work_dir or Path(scratch))
     print(json.dumps(figures, indent=2))
@@ -133,4 +135,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the copy imported under the package's name, so that its logger is named for it.
+    from benchmarks.bench_export import main as main_in_package
+
+    main_in_package()

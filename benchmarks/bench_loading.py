@@ -6,7 +6,7 @@ instances_train2017.json; and streaming from a loopback mirror (bytes fetched pe
 image zips, images/s in one process, n_shards, time to the first example) beside the naive
 `download_and_extract` + `zip://` route, which is measured on a few images and extrapolated.
 
-    python -m benchmarks.bench_loading [--data-dir DIR] [--naive-images N]
+    python benchmarks/bench_loading.py [--data-dir DIR] [--newest-python PYTHON] [--naive-images N]
 
 Each measurement runs in a fresh interpreter so that its peak RSS is its own.
 """
@@ -21,13 +21,15 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+if not __package__:  # run by path: `python benchmarks/bench_loading.py`
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from tools import cli
+from tools.fakes.http_mirror import serve_mirror
+from tools.fakes.sample_coco import generate
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tools.fakes.http_mirror import serve_mirror  # noqa: E402
-from tools.fakes.sample_coco import generate  # noqa: E402
-
-logger = logging.getLogger("bench_loading")
+logger = logging.getLogger(__name__)
 
 # Each snippet prints one JSON object on its last line; argv[1] is a JSON dict of parameters.
 PRELUDE = textwrap.dedent(
@@ -111,7 +113,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="a full-scale sample (tools/fakes/sample_coco.py --scale 1.0); generated into a temporary folder when omitted",
+        help="a full-scale sample (`coco-unified sample DIR --scale 1.0`); generated into a temporary folder when omitted",
     )
     parser.add_argument(
         "--newest-python",
@@ -122,10 +124,11 @@ def main(argv=None) -> None:
         "--naive-images",
         type=int,
         default=20,
-        help="images the naive zip:// route reads (it costs a central directory per image); default 20",
+        help="images the naive zip:// route reads (it costs a central directory per image) (default: %(default)s)",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cli.configure_logging(args.verbose)
 
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = args.data_dir
@@ -226,4 +229,7 @@ def print_table(figures: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the copy imported under the package's name, so that its logger is named for it.
+    from benchmarks.bench_loading import main as main_in_package
+
+    main_in_package()

@@ -1,12 +1,13 @@
 """Stream the pool into a PyTorch training loop: every image exactly once per epoch, on any number of workers and ranks.
 
-    python -m examples.train_stream --parquet OUT_OR_USER/REPO [--epochs 2] [--workers 2]   # exported Parquet
-    python -m examples.train_stream --data-dir DIR --doc2vec-path SIDECAR                   # the script builder
+    python examples/train_stream.py --parquet OUT_OR_USER/REPO [--epochs 2] [--workers 2]   # exported Parquet
+    python examples/train_stream.py --data-dir DIR --doc2vec-path SIDECAR                   # the script builder
     torchrun --nproc-per-node 2 -m examples.train_stream --parquet USER/REPO                 # several ranks
 
 Images are decoded and resized in the DataLoader workers; batches are dicts with `image` (uint8,
 N x 3 x S x S), `doc2vec` (float32, N x 300), `multi_hot` (float32, N x 80) and `index`. The toy
 model learns hash codes whose agreement follows label overlap, as cross-modal hashing methods do.
+Needs torch, pinned in requirements-test.txt (scripts/test.sh installs it; scripts/sample.sh does not).
 """
 
 import argparse
@@ -15,12 +16,23 @@ import os
 import sys
 from collections.abc import Sequence
 
+if not __package__:  # run by path: `python examples/train_stream.py`
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import datasets
 import numpy as np
-import torch
 from datasets.distributed import split_dataset_by_node
 
 from coco_unified import CocoError, CocoUnified
+from tools import cli
+
+try:
+    import torch
+except ModuleNotFoundError:
+    raise SystemExit(
+        "examples/train_stream.py needs torch (requirements-test.txt): "
+        "bash scripts/setup_env.sh .venv requirements.txt requirements-test.txt"
+    ) from None
 
 logger = logging.getLogger(__name__)
 
@@ -129,43 +141,60 @@ def train(loader: torch.utils.data.DataLoader, stream: datasets.IterableDataset,
     return model
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m examples.train_stream",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--parquet", metavar="DIR_OR_REPO", help="a folder written by tools/push.py, or its Hub repo id"
+        "--parquet", metavar="DIR_OR_REPO", help="a folder written by `coco-unified push`, or its Hub repo id"
     )
     source.add_argument("--data-dir", metavar="DIR", help="a local COCO 2017 copy, streamed by the script builder")
-    parser.add_argument("--doc2vec-path", metavar="PATH", help="the Doc2Vec sidecar (with --data-dir)")
+    parser.add_argument(
+        "--doc2vec-path",
+        metavar="PATH",
+        help="the Doc2Vec sidecar, with --data-dir (default: coco_unified_doc2vec.parquet next to coco_unified.py)",
+    )
     parser.add_argument("--config", default="default", help="a config with images and doc2vec (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--cache-dir", metavar="DIR", help="the datasets cache (default: datasets' own)")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the pool (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per step, per rank (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="images are resized to S x S pixels (default: %(default)s)"
+    )
     parser.add_argument(
         "--shuffle-buffer",
         type=int,
         default=1_000,
         help="examples held for shuffling, per worker (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the shuffle; the same on every rank (default: %(default)s)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages, and show the traceback of an error"
+    )
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli.configure_logging(args.verbose)
     # torchrun sets RANK and WORLD_SIZE; a plain run is rank 0 of 1.
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    pool = open_pool(args.parquet, args.data_dir, args.doc2vec_path, args.config)
+    try:
+        pool = open_pool(args.parquet, args.data_dir, args.doc2vec_path, args.config, args.cache_dir)
+    except CocoError as error:
+        if args.verbose:
+            raise
+        parser.exit(1, f"{parser.prog}: error: {cli.in_flag_words(str(error), cli.flags_of(parser))}\n")
     stream = training_stream(pool, rank, world_size, args.image_size, args.shuffle_buffer, args.seed)
     train(make_loader(stream, args.batch_size, args.workers), stream, args.epochs)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the copy imported under the package's name: its logger is named for it, its classes pickle by it.
+    from examples.train_stream import main as main_in_package
+
+    sys.exit(main_in_package())

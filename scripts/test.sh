@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# Set up both environments and run the whole test suite: datasets 3.6 (the loading-script path),
-# then the builder class under the newest datasets.
+# README command 2: set up both environments (the job's requirements plus requirements-test.txt),
+# then check the code style with ruff and run the tests: the whole suite under datasets 3.6 (the
+# loading-script path), then the builder, loading, Hub and training-stream tests under the newest
+# datasets (the CocoUnified class). Arguments go to both pytest runs (e.g. -x, -k NAME).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh .venv requirements.txt
-bash scripts/setup_env.sh .venv-newest requirements.txt requirements-newest.txt
-export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
-.venv/bin/python -m pytest tests "$@"
-.venv-newest/bin/python -m pytest tests/test_builder.py tests/test_loading_script.py tests/test_hub_export.py tests/test_train_stream.py "$@"
+bash scripts/setup_env.sh .venv requirements.txt requirements-test.txt
+bash scripts/setup_env.sh .venv-newest --override requirements-newest.txt requirements.txt requirements-test.txt
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" # the tests' loopback HTTP mirror
+unset PYTHONDONTWRITEBYTECODE # keep compiled bytecode: the tests start many interpreters (see scripts/sample.sh)
+step() {
+  echo "== $*"
+  "$@" # any failure ends the run, pytest's exit status 5 (no test collected) included
+}
+
+step .venv/bin/ruff check .
+step .venv/bin/ruff format --check .
+step .venv/bin/python -m pytest tests "$@"
+step .venv-newest/bin/python -m pytest tests/test_builder.py tests/test_loading_script.py tests/test_hub_export.py \
+  tests/test_train_stream.py "$@"
+echo "== all checks passed"
