@@ -14,7 +14,7 @@
 # up with: run again with the same files, this script does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIP_FETCHED="torch"
+PIP_FETCHED="torch|torchvision"
 
 venv=$1
 shift
@@ -49,7 +49,8 @@ if [ "$("$venv/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "${uv_pin#uv==
 fi
 
 find_links=()
-pip_fetched=$(grep -hoE "^($PIP_FETCHED)==[^ ]+" "$@" || true)
+# One pin per package, an override's first (so it wins over the requirement files').
+pip_fetched=$(grep -hoE "^($PIP_FETCHED)==[^ ]+" "${overrides[@]:1}" "$@" | awk -F== '!seen[$1]++' | xargs || true)
 if [ -n "$pip_fetched" ]; then
   wheels=$(mktemp -d)
   trap 'rm -rf "$wheels"' EXIT

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# README command 2: set up both environments (the job's requirements plus requirements-test.txt),
-# then check the code style with ruff and run the tests: the whole suite under datasets 3.6 (the
-# loading-script path), then the builder, loading, Hub and training-stream tests under the newest
-# datasets (the CocoUnified class). Arguments go to both pytest runs (e.g. -x, -k NAME).
+# README command 2: set up the three test environments (the job's requirements plus
+# requirements-test.txt), then check the code style with ruff and run the tests: the whole suite
+# under datasets 3.6 (the loading-script path), then the builder, loading, Hub and training-stream
+# tests under the newest datasets (the CocoUnified class), then the image-feature models
+# (torchvision, open_clip) in .venv-vision. Arguments go to every pytest run (e.g. -x, -k NAME).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh .venv requirements.txt requirements-test.txt
 bash scripts/setup_env.sh .venv-newest --override requirements-newest.txt requirements.txt requirements-test.txt
+# The image-feature models need torchvision, which needs the torch of requirements-vision.txt.
+bash scripts/setup_env.sh .venv-vision --override requirements-vision.txt requirements.txt requirements-test.txt \
+  requirements-vision.txt
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" # the tests' loopback HTTP mirror
 unset PYTHONDONTWRITEBYTECODE # keep compiled bytecode: the tests start many interpreters (see scripts/sample.sh)
 step() {
@@ -19,4 +23,5 @@ step .venv/bin/ruff format --check .
 step .venv/bin/python -m pytest tests "$@"
 step .venv-newest/bin/python -m pytest tests/test_builder.py tests/test_loading_script.py tests/test_hub_export.py \
   tests/test_train_stream.py "$@"
+step .venv-vision/bin/python -m pytest tests/test_image_features.py "$@"
 echo "== all checks passed"

@@ -1,7 +1,7 @@
 """coco_unified.py as a loading script: `load_dataset("coco_unified.py", trust_remote_code=True)`.
 
 Each load runs in a fresh interpreter with fresh module and dataset caches, since `datasets`
-copies a script into its module cache only the first time it sees it (REFERENCE §4).
+copies a script into its module cache only the first time it sees it (docs/FACTS.md §4).
 """
 
 import json
