@@ -1,163 +1,187 @@
-"""Do the Doc2Vec vectors carry meaning? Two retrieval tasks, each beside TF-IDF and chance.
+"""Evaluate features the way cross-modal hashing papers do: retrieval by shared labels, beside baselines.
 
-    python -m tools.evaluate --data-dir DIR [--sidecar PATH] [--max-queries N]
+    coco-unified evaluate --data-dir DIR [--doc2vec-path PATH] [--bow PATH] [--image FILE] [--output-dir OUT]
+    coco-unified evaluate --labels labels.npy --image-codes img_codes.npy --text-codes txt_codes.npy
 
-1. Caption-level retrieval. For N sampled images, each image's captions are cut into two
-   halves (the first floor(n/2) captions and the rest), each half made a document with the
-   recipe of tools/text.py. Each first half queries the N second halves by cosine similarity;
-   recall@1/5/10 is the share of queries whose own image's half ranks in the top k (chance:
-   k/N). Doc2Vec vectors of the halves are inferred with the sidecar's model and settings.
-2. Label-based mAP@all of text-to-text retrieval on the labeled images. N sampled labeled
-   images query all other labeled images by the cosine of their text vectors (Doc2Vec: the
-   sidecar's; TF-IDF: the whole documents'); relevant = sharing at least one label.
+Label-based retrieval. The labeled images are split with the protocol of `coco-unified protocol`
+(coco_unified.sample_protocol, --seed): --num-query queries, the rest the database, and a
+training set of --train-size drawn from it for the hashing baselines. Each query ranks the whole
+database; an item is relevant when it shares at least one label with the query. Every feature set
+retrieves within its modality (text->text, image->image), and image and text sets of the same
+kind and size also across (image->text, text->image). Real-valued features rank by cosine
+similarity, binary codes ({0,1} or {-1,+1}) by Hamming distance.
+  mAP@all and mAP@k  AP@k = the mean, over the relevant items in the top k, of the precision at
+                     each one's rank (0 if the top k hold none), as DPSH/ADSH's CalcTopMap.
+                     A query with no relevant item at all has AP 0 and is kept in the mean, as
+                     the DCMH/UCCH calc_map code does.
+  precision@k        the share of relevant items in the top k (the curve: the PNG files).
+  PR curve (codes)   precision and recall of the items within Hamming radius 0..bits; precision
+                     averaged over the queries that retrieve something at that radius.
+  ties               equal scores or distances are ranked by pool index, lowest first (papers'
+                     numpy argsort leaves their order arbitrary).
+Baselines beside every figure: chance (the label-overlap base rate: what a random ranking's
+precision averages to), TF-IDF of the captions for text, and unsupervised hashing learned on the
+training set at --bits: CCA-ITQ (Gong et al., TPAMI 2013) across each image and text feature
+pair, or PCA-ITQ of each feature set when only one modality has real-valued features.
 
-TF-IDF: raw counts times smoothed idf over the pool's documents, rows scaled to unit length.
+Caption halves. For --caption-images images, the first half of each image's captions retrieves
+the other halves by cosine similarity (recall@1/5/10; chance k/images): Doc2Vec (the halves
+inferred with the sidecar's model and settings), BoW (with --bow) and TF-IDF.
+
+Sources: a pool (--data-dir or --base-url: its labels and captions; sidecars matched by image id)
+or a label matrix alone (--labels: then features come from .npy/.mat files with one row per
+label row, e.g. the files of `coco-unified export`). A FILE is PATH or PATH:NAME: a feature sidecar
+of `coco-unified image-features` with its column (vgg19.parquet:vgg19_fc7), a .mat file with its
+variable (coco_unified.mat:texts), or a .npy matrix.
+
+Prints a table per direction and one sentence on how to read it; with --output-dir also writes
+evaluation.json and the figures (precision_at_k_*.png, pr_curve_*.png, caption_halves.png).
 """
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
 
-import numpy as np
+if not __package__:  # run by path: `python tools/evaluate.py`
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from coco_unified import CLASS_NAMES, CocoError, read_doc2vec_sidecar
-from tools.lib.doc2vec_inference import InferenceSettings, default_workers, infer_all
-from tools.lib.doc2vec_model import load_model
-from tools.lib.pool import DEFAULT_SIDECAR, add_source_arguments, read_pool
-from tools.lib.retrieval import fit_idf, label_map, recall_at, tfidf_vectors, unit_rows
-from tools.lib.text import join_captions, tokenize_captions
+from coco_unified import CocoError
+from tools import cli, flags
+from tools.lib.doc2vec_inference import default_workers
+from tools.lib.evaluation import DEFAULT_MAP_KS
+from tools.lib.evaluation_report import (
+    DEFAULT_CAPTION_IMAGES,
+    IMAGE,
+    MAX_QUERIES,
+    MAX_TRAIN,
+    TEXT,
+    EvaluateOptions,
+    FeatureSource,
+    evaluate,
+    format_report,
+    write_outputs,
+)
+from tools.lib.hashing import DEFAULT_BITS
+from tools.lib.pool import DEFAULT_SIDECAR
 
 logger = logging.getLogger(__name__)
 
-RECALL_KS = (1, 5, 10)
-DEFAULT_MAX_QUERIES = 1000
+
+def _comma_separated(text: str) -> tuple[int, ...]:
+    return tuple(flags.positive_int(item) for item in text.split(",") if item)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_source_arguments(parser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    flags.add_source_arguments(parser)
     parser.add_argument(
-        "--sidecar",
-        default=DEFAULT_SIDECAR,
-        metavar="PATH",
-        help="the sidecar to judge (default: the dataset script's)",
+        "--labels",
+        metavar="FILE",
+        help="a label matrix (.npy, or .mat:VARIABLE; rows x classes, nonzero = has the class) to use instead "
+        "of the pool's; alone (without --data-dir/--base-url) the features are .npy/.mat files with its rows",
+    )
+    flags.add_sidecar_arguments(parser)
+    parser.add_argument(
+        "--sidecar", dest="doc2vec_path", metavar="PATH", help="the same as --doc2vec-path (its earlier name)"
     )
     parser.add_argument(
         "--model",
         metavar="PATH",
-        help="the gensim 4 model to infer the caption halves with (default: the one the sidecar's provenance names)",
+        help="the gensim Doc2Vec model to infer the caption halves with (default: the one the sidecar's provenance names)",
     )
-    parser.add_argument(
-        "--max-queries",
-        type=int,
-        default=DEFAULT_MAX_QUERIES,
+    parser.add_argument("--bow", metavar="PATH", help="a BoW sidecar of `coco-unified bow`: text features too")
+    features = parser.add_argument_group("more features (repeatable; FILE: PATH or PATH:NAME)")
+    features.add_argument("--image", action="append", default=[], metavar="FILE", help="real-valued image features")
+    features.add_argument("--text", action="append", default=[], metavar="FILE", help="real-valued text features")
+    features.add_argument(
+        "--image-codes",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="binary codes of the images ({0,1} or {-1,+1})",
+    )
+    features.add_argument("--text-codes", action="append", default=[], metavar="FILE", help="binary codes of the texts")
+    protocol = parser.add_argument_group("protocol and measures")
+    protocol.add_argument(
+        "--seed", type=flags.non_negative_int, default=0, help="seed of the split and of ITQ (default: 0)"
+    )
+    protocol.add_argument(
+        "--num-query",
+        type=flags.positive_int,
         metavar="N",
-        help="images sampled for each task; the cost grows with it (2N inferences, N rankings of the labeled pool) (default: %(default)s)",
+        help=f"queries drawn from the labeled images (default: {MAX_QUERIES:,}, or a fifth of the labeled images if fewer)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image sampling (default: %(default)s)")
+    protocol.add_argument(
+        "--train-size",
+        type=flags.positive_int,
+        metavar="N",
+        help=f"training set of the hashing baselines, drawn from the database (default: {MAX_TRAIN:,}, or the whole "
+        "database if smaller)",
+    )
+    protocol.add_argument(
+        "--bits",
+        type=_comma_separated,
+        default=DEFAULT_BITS,
+        metavar="B,B,...",
+        help=f"code lengths of the hashing baselines; empty for none (default: {','.join(map(str, DEFAULT_BITS))})",
+    )
+    protocol.add_argument(
+        "--map-k",
+        type=_comma_separated,
+        default=DEFAULT_MAP_KS,
+        metavar="K,K,...",
+        help=f"the k of mAP@k besides mAP@all (default: {','.join(map(str, DEFAULT_MAP_KS))})",
+    )
+    protocol.add_argument(
+        "--caption-images",
+        type=flags.positive_int,
+        default=DEFAULT_CAPTION_IMAGES,
+        metavar="N",
+        help="images sampled for caption halves; each costs two Doc2Vec inferences (default: %(default)s)",
+    )
+    parser.add_argument("--output-dir", metavar="DIR", help="write evaluation.json and the PNG figures here")
     parser.add_argument(
-        "--workers", type=int, default=default_workers(), help="tokenising and inference processes (default: all cores)"
-    )
-    return parser.parse_args(argv)
-
-
-def inference_recipe(provenance: dict, model_override: str | None, sidecar: str):
-    """The model path and inference settings the sidecar was built with."""
-    try:
-        model_path = model_override or provenance["model"]["path"]
-        recorded = provenance["inference"]
-        settings = InferenceSettings(recorded["epochs"], recorded["alpha"], recorded["min_alpha"], recorded["seed"])
-    except KeyError as missing:
-        raise CocoError(
-            f"{sidecar}: its provenance lacks {missing}; it was not written by tools/doc2vec.py. Rebuild it."
-        ) from None
-    load_model(model_path, mmap="r")  # fail now, with a clear message, rather than in every worker
-    return model_path, settings
-
-
-def caption_retrieval(
-    captions, positions: np.ndarray, vocabulary, idf, model_path: str, settings: InferenceSettings, workers: int
-) -> dict[str, dict[int, float]]:
-    halves = [join_captions(captions[p][: len(captions[p]) // 2]) for p in positions]
-    others = [join_captions(captions[p][len(captions[p]) // 2 :]) for p in positions]
-    vectors = unit_rows(infer_all(model_path, halves + others, settings, workers, "caption halves"))
-    doc2vec = vectors[: len(positions)] @ vectors[len(positions) :].T
-    tfidf = (tfidf_vectors(halves, vocabulary, idf) @ tfidf_vectors(others, vocabulary, idf).T).toarray()
-    return {
-        "doc2vec": recall_at(doc2vec, RECALL_KS),
-        "tf-idf": recall_at(tfidf, RECALL_KS),
-        "chance": {k: min(1.0, k / len(positions)) for k in RECALL_KS},
-    }
-
-
-def label_retrieval(labels: np.ndarray, doc2vec: np.ndarray, tfidf, query_rows: np.ndarray) -> dict[str, float]:
-    unit = unit_rows(doc2vec)
-    doc2vec_map, chance = label_map(query_rows, labels, lambda rows: unit[rows] @ unit.T)
-    tfidf_map, _ = label_map(query_rows, labels, lambda rows: (tfidf[rows] @ tfidf.T).toarray())
-    return {"doc2vec": doc2vec_map, "tf-idf": tfidf_map, "chance": chance}
-
-
-def evaluate(args: argparse.Namespace) -> dict:
-    records = read_pool(args.data_dir, args.base_url)
-    vectors, provenance = read_doc2vec_sidecar(args.sidecar, [record.image_id for record in records])
-    model_path, settings = inference_recipe(provenance, args.model, args.sidecar)
-    captions = tokenize_captions([record.captions for record in records], args.workers)
-    vocabulary, idf = fit_idf([join_captions(image) for image in captions])
-    rng = np.random.default_rng(args.seed)
-
-    splittable = np.array([record.index for record in records if len(record.captions) >= 2])
-    if len(splittable) < 2:
-        raise CocoError("Caption retrieval needs at least two images with two captions or more.")
-    caption_positions = rng.choice(splittable, min(args.max_queries, len(splittable)), replace=False)
-    caption_results = caption_retrieval(
-        captions, caption_positions, vocabulary, idf, model_path, settings, args.workers
+        "--workers",
+        type=flags.positive_int,
+        default=default_workers(),
+        help="ranking threads, tokenising and inference processes (default: all cores, here %(default)s)",
     )
 
-    labeled = np.array([record.index for record in records if record.labels])
-    labels = np.zeros((len(labeled), len(CLASS_NAMES)), dtype=np.uint8)
-    for row, position in enumerate(labeled):
-        labels[row, records[position].labels] = 1
-    tfidf = tfidf_vectors([join_captions(captions[position]) for position in labeled], vocabulary, idf)
-    query_rows = rng.choice(len(labeled), min(args.max_queries, len(labeled)), replace=False)
-    label_results = label_retrieval(labels, vectors[labeled], tfidf, query_rows)
-    return {
-        "caption_retrieval": {"images": len(caption_positions), **caption_results},
-        "label_map": {"queries": len(query_rows), "database": len(labeled) - 1, **label_results},
-    }
 
-
-def format_report(results: dict) -> str:
-    captions, labels = results["caption_retrieval"], results["label_map"]
-    lines = [
-        f"caption-level retrieval over {captions['images']:,} images (first half of the captions -> the other half)",
-        f"  {'':8}" + "".join(f"{f'R@{k}':>8}" for k in RECALL_KS),
-    ]
-    lines += [
-        f"  {name:8}" + "".join(f"{captions[name][k]:8.3f}" for k in RECALL_KS)
-        for name in ("doc2vec", "tf-idf", "chance")
-    ]
-    lines.append(
-        f"text-to-text mAP@all, {labels['queries']:,} queries over {labels['database']:,} labeled images (relevant: shares a label)"
+def options_from(args: argparse.Namespace) -> EvaluateOptions:
+    sources = [FeatureSource(TEXT, args.bow)] if args.bow else []
+    sources += [FeatureSource(IMAGE, path) for path in args.image]
+    sources += [FeatureSource(TEXT, path) for path in args.text]
+    sources += [FeatureSource(IMAGE, path, codes=True) for path in args.image_codes]
+    sources += [FeatureSource(TEXT, path, codes=True) for path in args.text_codes]
+    if args.no_doc2vec and args.doc2vec_path != DEFAULT_SIDECAR:
+        raise CocoError("--no-doc2vec and --sidecar/--doc2vec-path contradict each other; pass one of them.")
+    # Without a pool there is no sidecar to read: a lone --labels evaluates the files given.
+    pool = args.data_dir or args.base_url or not args.labels
+    return EvaluateOptions(
+        data_dir=args.data_dir,
+        base_url=args.base_url,
+        labels=args.labels,
+        doc2vec_path=None if args.no_doc2vec or not pool else args.doc2vec_path,
+        model=args.model,
+        features=tuple(sources),
+        seed=args.seed,
+        num_query=args.num_query,
+        train_size=args.train_size,
+        bits=args.bits,
+        map_ks=args.map_k,
+        caption_images=args.caption_images,
+        workers=args.workers,
     )
-    lines += [f"  {name:8}{labels[name]:8.3f}" for name in ("doc2vec", "tf-idf", "chance")]
-    return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("gensim").setLevel(logging.WARNING)
-    try:
-        results = evaluate(args)
-    except CocoError as error:
-        logger.error("%s", error)
-        return 1
-    print(format_report(results))
-    return 0
+def run(args: argparse.Namespace) -> None:
+    evaluation = evaluate(options_from(args))
+    print(format_report(evaluation))
+    if args.output_dir:
+        written = write_outputs(evaluation, args.output_dir)
+        logger.info("wrote %s", ", ".join(written))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.main_for(__file__)

@@ -1,21 +1,97 @@
-"""Retrieval measures and the TF-IDF baseline used to judge text vectors (numpy and scipy only)."""
+"""Caption-half retrieval, the test of text features, and the TF-IDF baseline (numpy and scipy only).
 
+Each image's captions are cut into two halves (the first floor(n/2) captions and the rest), each
+half made a document. Every first half queries all second halves by cosine similarity; recall@k
+is the share of queries whose own image's half ranks in the top k (chance: k / images). Good text
+features put two descriptions of the same picture close together.
+
+TF-IDF, the baseline of exact word overlap, reads its own words: the captions lowercased and split
+at spaces and punctuation. Measured on Flickr8k's 8,092 images: over 27x faster than the PTB
+tokenizer of the Doc2Vec documents (0.6 s against 16.8 s), with the same caption-half recall@10
+(0.671 against 0.665), so the baseline costs seconds on the whole pool.
+"""
+
+from __future__ import annotations
+
+import string
 from collections import Counter
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import scipy.sparse
 
-# Queries ranked at once in mAP: a block of scores is queries x database floats.
-_QUERY_BLOCK = 64
+from tools.lib.bow import count_matrix
+
+RECALL_KS = (1, 5, 10)
+# Query rows scored at once: a block of scores is rows x items float64s (8 MB at 1,000 x 1,000).
+_ROWS_PER_BLOCK = 1_024
+
+Matrix = np.ndarray | scipy.sparse.spmatrix
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: Matrix) -> Matrix:
+    """Rows scaled to unit length (all-zero rows stay zero), dense or sparse."""
+    if scipy.sparse.issparse(vectors):
+        vectors = scipy.sparse.csr_matrix(vectors, dtype=np.float64)
+        norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+        return scipy.sparse.diags(1 / np.maximum(norms, np.finfo(np.float64).tiny)) @ vectors
+    vectors = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+    return vectors / np.maximum(norms, np.finfo(np.float64).tiny)
+
+
+Caption = TypeVar("Caption")
+
+
+def caption_halves(captions_per_image: Sequence[Sequence[Caption]]) -> tuple[list, list]:
+    """(first halves, second halves): per image, its first floor(n/2) captions and the rest.
+    Images with fewer than two captions cannot be split; leave them out first."""
+    if any(len(captions) < 2 for captions in captions_per_image):
+        raise ValueError("every image needs at least two captions to be cut into halves")
+    firsts = [list(captions[: len(captions) // 2]) for captions in captions_per_image]
+    seconds = [list(captions[len(captions) // 2 :]) for captions in captions_per_image]
+    return firsts, seconds
+
+
+def own_item_ranks(queries: Matrix, items: Matrix) -> np.ndarray:
+    """Per query row i, the 0-based rank of item i among all items by cosine similarity.
+
+    An item scoring exactly as high as the right one counts as ranked above it: identical
+    documents (or all-zero vectors) must not look like successes.
+    """
+    queries, items = unit_rows(queries), unit_rows(items)
+    ranks = []
+    for start in range(0, queries.shape[0], _ROWS_PER_BLOCK):
+        block = queries[start : start + _ROWS_PER_BLOCK] @ items.T
+        scores = block.toarray() if scipy.sparse.issparse(block) else np.asarray(block)
+        own = scores[np.arange(len(scores)), np.arange(start, start + len(scores))][:, None]
+        ranks.append((scores >= own).sum(axis=1) - 1)
+    return np.concatenate(ranks)
+
+
+def recall_at(ranks: np.ndarray, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
+    return {k: float(np.mean(ranks < k)) for k in ks}
+
+
+def halves_recall(firsts: Matrix, seconds: Matrix, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
+    """Recall@k of the first halves' vectors finding their own image's second half."""
+    return recall_at(own_item_ranks(firsts, seconds), ks)
+
+
+def chance_recall(images: int, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
+    return {k: min(1.0, k / images) for k in ks}
 
 
 # ----------------------------------------------------------------------------- TF-IDF
+
+_PUNCTUATION_TO_SPACE = str.maketrans(dict.fromkeys(string.punctuation, " "))
+
+
+def tfidf_document(captions: Sequence[str]) -> list[str]:
+    """The words TF-IDF counts in some captions: lowercased, split at whitespace and ASCII
+    punctuation (on Flickr8k the same words as a `\\w+` regex, in half the time)."""
+    return " ".join(captions).lower().translate(_PUNCTUATION_TO_SPACE).split()
 
 
 def fit_idf(documents: Sequence[Sequence[str]]) -> tuple[dict[str, int], np.ndarray]:
@@ -33,54 +109,4 @@ def tfidf_vectors(
     documents: Sequence[Sequence[str]], vocabulary: dict[str, int], idf: np.ndarray
 ) -> scipy.sparse.csr_matrix:
     """Unit-length raw-count x idf rows; words outside the vocabulary are ignored."""
-    rows, columns, values = [], [], []
-    for row, words in enumerate(documents):
-        for column, count in Counter(vocabulary[word] for word in words if word in vocabulary).items():
-            rows.append(row)
-            columns.append(column)
-            values.append(count * idf[column])
-    matrix = scipy.sparse.csr_matrix((values, (rows, columns)), shape=(len(documents), len(vocabulary)))
-    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-    return scipy.sparse.diags(1 / np.maximum(norms, np.finfo(np.float64).tiny)) @ matrix
-
-
-# ----------------------------------------------------------------------------- measures
-
-
-def recall_at(similarity: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
-    """Recall@k when query i's only relevant item is item i (the diagonal).
-
-    An item scoring exactly as high as the right one counts as ranked above it: identical
-    texts must not look like successes.
-    """
-    own = np.diag(similarity)[:, None]
-    rank = (similarity >= own).sum(axis=1) - 1  # 0 = first
-    return {k: float(np.mean(rank < k)) for k in ks}
-
-
-def average_precisions(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
-    """AP over the whole ranking of each row; a query with nothing relevant scores 0."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    hits = np.take_along_axis(relevant, order, axis=1)
-    precision_at_hit = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
-    return (precision_at_hit * hits).sum(axis=1) / np.maximum(hits.sum(axis=1), 1)
-
-
-def label_map(query_rows: Sequence[int], labels: np.ndarray, similarity_of) -> tuple[float, float]:
-    """(mAP@all, chance) of ranking every other row for each query row; relevant = shares a label.
-
-    `similarity_of(rows)` gives the dense scores of those query rows against all rows. Chance
-    is the mean share of relevant items, what a random ranking's AP averages to.
-    """
-    labels = labels.astype(np.float32)
-    precisions: list[np.ndarray] = []
-    shares: list[np.ndarray] = []
-    for start in range(0, len(query_rows), _QUERY_BLOCK):
-        rows = np.asarray(query_rows[start : start + _QUERY_BLOCK])
-        relevant = (labels[rows] @ labels.T) > 0
-        relevant[np.arange(len(rows)), rows] = False
-        scores = np.asarray(similarity_of(rows), dtype=np.float64)
-        scores[np.arange(len(rows)), rows] = -np.inf  # the query itself is not in its database
-        precisions.append(average_precisions(scores, relevant))
-        shares.append(relevant.sum(axis=1) / (labels.shape[0] - 1))
-    return float(np.concatenate(precisions).mean()), float(np.concatenate(shares).mean())
+    return unit_rows(count_matrix(documents, vocabulary) @ scipy.sparse.diags(idf))

@@ -1,0 +1,307 @@
+"""Label-based retrieval measures as the cross-modal hashing papers compute them, blockwise.
+
+Each query ranks the whole database, relevant = sharing at least one label with the query:
+
+- real-valued features rank by cosine similarity, highest first; binary codes by Hamming
+  distance, smallest first;
+- ties are broken by database position, lowest first (the database is in pool-index order, so:
+  by pool index). Papers' code sorts with numpy's default quicksort, whose order among equal
+  distances is arbitrary; a fixed rule makes the figures reproducible;
+- AP@k (DPSH/ADSH-style `CalcTopMap`): the mean, over the relevant items among the top k, of the
+  precision at each one's rank; 0 when the top k hold none. mAP@all is AP@k with k = database;
+- a query with no relevant item in the whole database has AP 0 and stays in the mean, as the
+  DCMH/UCCH `calc_map` code does (it skips the query but divides by the number of queries);
+- precision@k: the share of relevant items among the top k, averaged over all queries;
+- for codes, the precision-recall curve over Hamming radii r = 0..bits: the items within
+  distance r are retrieved; precision(r) is averaged over the queries that retrieve at least one
+  item at that radius, recall(r) over the queries that have at least one relevant item;
+- chance: the label-overlap base rate, the mean share of relevant items in the database: what a
+  random ranking's precision averages to (and its AP, up to a term that vanishes with size).
+
+Queries are ranked in blocks of rows whose working arrays fit in `memory_bytes`, so memory stays
+bounded whatever the number of queries; results equal those of one block (tested).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import scipy.sparse
+from tqdm import tqdm
+
+DEFAULT_MAP_KS = (1000, 5000)
+DEFAULT_PRECISION_KS = (1, 10, 50, *range(100, 1001, 100), *range(1500, 5001, 500))
+DEFAULT_MEMORY_BYTES = 256 << 20
+# A sparse database no larger than this as dense float32 is scored dense.
+_DENSE_BYTES = 128 << 20
+# Queries per block at most: enough blocks to keep every worker busy and the progress bar moving.
+_MAX_ROWS_PER_BLOCK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingOptions:
+    map_ks: Sequence[int] = DEFAULT_MAP_KS
+    precision_ks: Sequence[int] = DEFAULT_PRECISION_KS
+    memory_bytes: int = DEFAULT_MEMORY_BYTES  # for one block of scores; each worker holds one or two
+    workers: int = 1  # threads ranking blocks side by side
+    progress: str | None = None  # a progress bar's title; None: no bar
+
+
+@dataclasses.dataclass
+class PrCurve:
+    """Precision and recall at each Hamming radius 0..bits (see the module's docstring)."""
+
+    radius: list[int]
+    precision: list[float]
+    recall: list[float]
+
+
+@dataclasses.dataclass
+class RankingResult:
+    queries: int
+    database: int
+    map_all: float
+    map_at: dict[int, float]  # only the k no larger than the database
+    precision_at: dict[int, float]  # likewise
+    base_rate: float  # chance: the mean share of relevant items
+    queries_without_relevant: int
+    pr_curve: PrCurve | None = None  # binary codes only
+
+
+# ----------------------------------------------------------------------------- scorers
+# A scorer yields, for each query of a block of rows, its "primary keys": unsigned integers of
+# `primary_bits` bits that sort the database best first. Ranking sorts them with the database
+# position beneath.
+
+
+class CosineScorer:
+    """Cosine similarity, highest first, of query rows against the database (dense or sparse rows)."""
+
+    primary_bits = 32
+    bits = None  # not binary codes: no Hamming radii
+    bytes_per_pair = 8  # a block of float32 scores, and the float64 product of sparse rows
+
+    def __init__(self, queries, database):
+        # Sparse rows of few columns (TF-IDF of the generated sample's ~160 words) multiply far
+        # faster dense: the products of frequent words are then one matrix product, not lists.
+        dense = not scipy.sparse.issparse(database) or np.prod(database.shape) * 4 <= _DENSE_BYTES
+        self.queries, self.database = _unit_float32(queries, dense), _unit_float32(database, dense)
+
+    def __len__(self) -> int:
+        return self.queries.shape[0]
+
+    def primary_keys(self, rows: slice) -> Iterator[np.ndarray]:
+        """Each float32 score as a uint32 that sorts like the negated score (IEEE-754 order: flip
+        every bit of a negative number, the sign bit of a positive one)."""
+        scores = self.queries[rows] @ self.database.T  # one matrix product for the block
+        scores = np.asarray(scores.toarray() if scipy.sparse.issparse(scores) else scores, dtype=np.float32)
+        for row in scores:
+            negated = (-row + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into +0.0: equal scores, equal keys
+            yield np.where(negated >> np.uint32(31), ~negated, negated | np.uint32(1 << 31))
+
+
+class HammingScorer:
+    """Hamming distance, smallest first, between binary codes ({0, 1} or {-1, +1}, one code per row).
+
+    Codes are packed 64 bits to a word; a query's distances are XORs and popcounts, one pass per
+    word (measured: 0.3 ms for 128 bits against 117,218 codes, 10x a float matrix product's).
+    """
+
+    bytes_per_pair = 0  # nothing is computed per block
+
+    def __init__(self, queries: np.ndarray, database: np.ndarray):
+        queries, database = as_bits(queries), as_bits(database)
+        if queries.shape[1] != database.shape[1]:
+            raise ValueError(f"codes of {queries.shape[1]} and {database.shape[1]} bits")
+        self.bits = queries.shape[1]
+        # Distances 0..bits, and bits + 1 as the limit of the largest radius in the PR curve.
+        self.primary_bits = (self.bits + 1).bit_length()
+        self.query_words = _packed_words(queries)
+        self.database_words = np.ascontiguousarray(_packed_words(database).T)  # words x rows
+        self._distance_type = np.uint8 if self.bits <= np.iinfo(np.uint8).max else np.uint16
+
+    def __len__(self) -> int:
+        return self.query_words.shape[0]
+
+    def primary_keys(self, rows: slice) -> Iterator[np.ndarray]:
+        for query in self.query_words[rows]:
+            distance = np.zeros(self.database_words.shape[1], dtype=self._distance_type)
+            for word, query_word in zip(self.database_words, query):
+                distance += np.bitwise_count(word ^ query_word)
+            yield distance
+
+
+def as_bits(codes: np.ndarray) -> np.ndarray:
+    """Codes as booleans, from {0, 1} or {-1, +1} entries (1 and +1 are True)."""
+    codes = np.asarray(codes)
+    values = set(np.unique(codes).tolist())
+    if not values <= {-1, 0, 1} or {-1, 0} <= values:
+        raise ValueError(f"binary codes hold {{0, 1}} or {{-1, +1}}, found the values {sorted(values)[:5]}")
+    return codes > 0
+
+
+def _packed_words(bits: np.ndarray) -> np.ndarray:
+    """Rows of booleans as rows of uint64 words, 64 bits each, the last one padded with zeros."""
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    return np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8))).view(np.uint64)
+
+
+def _unit_float32(vectors, dense: bool):
+    if scipy.sparse.issparse(vectors):
+        vectors = scipy.sparse.csr_matrix(vectors, dtype=np.float32)
+        norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+        unit = scipy.sparse.csr_matrix(scipy.sparse.diags(1 / np.maximum(norms, np.finfo(np.float32).tiny)) @ vectors)
+        return unit.toarray() if dense else unit
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+
+
+# ----------------------------------------------------------------------------- ranking
+
+
+class _LabelBits:
+    """Label rows packed 64 classes to a word, one contiguous array per word: the relevance of a
+    query to every database item is then a few passes of AND and OR."""
+
+    def __init__(self, labels: np.ndarray):
+        self.words = np.ascontiguousarray(_packed_words(np.asarray(labels) != 0).T)  # words x rows
+
+    def relevant_to(self, query_words: np.ndarray) -> np.ndarray:
+        """Which rows share at least one label with the query (its words: a column of another _LabelBits)."""
+        shared = np.zeros(self.words.shape[1], dtype=np.uint64)
+        for word, query_word in zip(self.words, query_words):
+            shared |= word & query_word
+        return shared != 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What ranking one query needs besides its scores, fixed once per ranking."""
+
+    map_ks: np.ndarray  # ascending, the last one the whole database
+    precision_ks: np.ndarray
+    database_labels: _LabelBits
+    inverse_ranks: np.ndarray  # 1 / rank for ranks 1..database
+    key_type: type
+    shift: int  # of the primary key above the position and relevance bits
+    positions: np.ndarray  # database position << 1, of key_type
+    bits: int | None  # of binary codes; None for real-valued features
+
+
+def rank(
+    scorer: CosineScorer | HammingScorer,
+    query_labels: np.ndarray,
+    database_labels: np.ndarray,
+    options: RankingOptions = RankingOptions(),
+) -> RankingResult:
+    """The measures of the module docstring for every query row of `scorer`."""
+    database = database_labels.shape[0]
+    if len(scorer) != query_labels.shape[0]:
+        raise ValueError(f"{len(scorer)} queries but {query_labels.shape[0]} query label rows")
+    plan = _plan(scorer, database_labels, options)
+    query_words = _LabelBits(query_labels).words
+    # A cosine scorer scores a block of queries at once (one matrix product), then each query is
+    # ranked alone: its arrays then stay in the CPU's cache, ~2x faster than ranking whole blocks.
+    rows_per_block = max(1, min(_MAX_ROWS_PER_BLOCK, options.memory_bytes // (scorer.bytes_per_pair * database or 1)))
+    blocks = [slice(start, start + rows_per_block) for start in range(0, len(scorer), rows_per_block)]
+
+    def rank_block(rows: slice) -> list[tuple]:
+        return [
+            _rank_query(keys, query_words[:, row], plan)
+            for keys, row in zip(scorer.primary_keys(rows), range(len(scorer))[rows])
+        ]
+
+    # numpy releases the GIL in its sorts and array arithmetic: threads rank blocks side by side.
+    with concurrent.futures.ThreadPoolExecutor(options.workers) as pool:
+        ranked = pool.map(rank_block, blocks)
+        per_query = [
+            query
+            for block in tqdm(
+                ranked, total=len(blocks), desc=options.progress, unit="block", disable=not options.progress
+            )
+            for query in block
+        ]
+    average_precision, precision, relevant_counts, pr_precision, pr_recall = (
+        np.array(column) for column in zip(*per_query)
+    )
+    map_values = _column_means(average_precision)
+    return RankingResult(
+        queries=len(scorer),
+        database=database,
+        map_all=float(map_values[-1]),
+        map_at={int(k): float(value) for k, value in zip(plan.map_ks, map_values) if k in options.map_ks},
+        precision_at={int(k): float(value) for k, value in zip(plan.precision_ks, _column_means(precision))},
+        base_rate=math.fsum((relevant_counts / database).tolist()) / len(relevant_counts),
+        queries_without_relevant=int(np.sum(relevant_counts == 0)),
+        pr_curve=None
+        if scorer.bits is None
+        else PrCurve(
+            list(range(scorer.bits + 1)), _column_means(pr_precision).tolist(), _column_means(pr_recall).tolist()
+        ),
+    )
+
+
+_NO_CURVE = np.empty(0)
+# The widest sort key numpy sorts natively: primary key, position and relevance bit must fit.
+_MAX_KEY_BITS = 64
+
+
+def _plan(scorer, database_labels: np.ndarray, options: RankingOptions) -> _Plan:
+    """Sort keys `primary | database position | relevant`: the positions make them distinct, so
+    any sort orders equal primary keys by position, and the relevance bit rides along, so the
+    ranked hits need no gather. uint32 keys where they fit: numpy's vectorised sort of uint32 is
+    ~2x faster than of uint64, which is ~3x faster than a stable argsort plus a gather (measured
+    on 117,218 items)."""
+    database = database_labels.shape[0]
+    shift = max(1, (database - 1).bit_length()) + 1
+    if scorer.primary_bits + shift > _MAX_KEY_BITS:
+        raise ValueError(f"a database of {database} items is too large to rank")
+    key_type = np.uint32 if scorer.primary_bits + shift <= 32 else np.uint64
+    return _Plan(
+        map_ks=np.array(sorted({k for k in options.map_ks if k <= database} | {database})),
+        precision_ks=np.array(sorted(k for k in options.precision_ks if k <= database), dtype=np.int64),
+        database_labels=_LabelBits(database_labels),
+        inverse_ranks=1 / np.arange(1, database + 1, dtype=np.float64),
+        key_type=key_type,
+        shift=shift,
+        positions=np.arange(database, dtype=key_type) << key_type(1),
+        bits=scorer.bits,
+    )
+
+
+def _rank_query(primary: np.ndarray, query_words: np.ndarray, plan: _Plan) -> tuple:
+    """(AP at each k, precision at each k, relevant items, precision and recall per radius) of one query."""
+    keys = primary.astype(plan.key_type)
+    keys <<= plan.key_type(plan.shift)
+    keys |= plan.positions
+    keys |= plan.database_labels.relevant_to(query_words)
+    keys.sort()
+    hit_ranks = np.flatnonzero(keys & plan.key_type(1))  # 0-based ranks of the relevant items
+    relevant = len(hit_ranks)
+    # Precision at each relevant item's rank, summed over the relevant items up to each one.
+    precision_sums = np.concatenate([[0.0], np.cumsum(np.arange(1, relevant + 1) * plan.inverse_ranks[hit_ranks])])
+    hits_in_top = np.searchsorted(hit_ranks, plan.map_ks)  # relevant items among the top k
+    average_precision = precision_sums[hits_in_top] / np.maximum(hits_in_top, 1)
+    precision = np.searchsorted(hit_ranks, plan.precision_ks) / plan.precision_ks
+    if plan.bits is None:
+        return average_precision, precision, relevant, _NO_CURVE, _NO_CURVE
+    # The items within radius r are those below the first key of distance r + 1.
+    limits = np.arange(1, plan.bits + 2, dtype=plan.key_type) << plan.key_type(plan.shift)
+    within = np.searchsorted(keys, limits)
+    relevant_within = np.searchsorted(hit_ranks, within)
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN: nothing retrieved, or nothing relevant
+        return average_precision, precision, relevant, relevant_within / within, relevant_within / relevant
+
+
+def _column_means(matrix: np.ndarray) -> np.ndarray:
+    """Per column, the mean of the values that are not NaN (0 when none is): exactly rounded sums
+    (math.fsum), so the figures do not depend on the order of the queries."""
+    means = []
+    for column in np.atleast_2d(matrix.T):
+        values = column[~np.isnan(column)]
+        means.append(math.fsum(values.tolist()) / len(values) if len(values) else 0.0)
+    return np.asarray(means)

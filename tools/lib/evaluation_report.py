@@ -1,0 +1,413 @@
+"""The evaluation of `coco-unified evaluate`: label-based retrieval of every feature set, each
+beside its baselines, and caption-half retrieval of the text features.
+
+Label-based retrieval (tools/lib/evaluation.py) uses the protocol split of the labeled images
+(coco_unified.sample_protocol: queries, the rest the database, a training set drawn from it):
+every feature set retrieves within its modality, and image and text sets of the same kind and
+size also across. Baselines beside them: chance (the label-overlap base rate), TF-IDF of the
+captions for text, and unsupervised hashing learned on the training set (tools/lib/hashing.py):
+CCA-ITQ across each image and text feature pair, or PCA-ITQ of each feature set when only one
+modality has real-valued features. Caption halves (tools/lib/retrieval.py) ask whether a text
+representation finds an image's other captions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse
+
+from coco_unified import CLASS_NAMES, CocoError, ImageRecord, read_doc2vec_sidecar, sample_protocol
+from tools.lib import evaluation_plots
+from tools.lib.bow import bow_matrix
+from tools.lib.doc2vec_inference import InferenceSettings, infer_all
+from tools.lib.doc2vec_model import load_model
+from tools.lib.evaluation import (
+    DEFAULT_MAP_KS,
+    DEFAULT_PRECISION_KS,
+    CosineScorer,
+    HammingScorer,
+    RankingOptions,
+    RankingResult,
+    rank,
+)
+from tools.lib.feature_files import check_rows, read_matrix
+from tools.lib.hashing import DEFAULT_BITS, cca_itq, pca_itq
+from tools.lib.pool import read_pool
+from tools.lib.retrieval import (
+    caption_halves,
+    chance_recall,
+    fit_idf,
+    halves_recall,
+    tfidf_document,
+    tfidf_vectors,
+)
+from tools.lib.text import join_captions, tokenize_captions
+
+logger = logging.getLogger(__name__)
+
+IMAGE, TEXT = "image", "text"
+FEATURES, BASELINE = "features", "baseline"
+# The protocol of the hashing papers on this pool, shrunk for smaller copies (the sample): at most
+# a fifth of the labeled images query, and the hashing baselines train on at most 10,000 of the rest.
+MAX_QUERIES, QUERY_SHARE = 5_000, 5
+MAX_TRAIN = 10_000
+DEFAULT_CAPTION_IMAGES = 1_000
+# Integer features with fewer nonzeros than this (BoW: ~1%) are kept sparse: the pool's 2,000-d
+# BoW would take 1 GB as dense float32.
+SPARSE_DENSITY = 0.1
+# Real captions have thousands of distinct words (Flickr8k's 8,092 images: 8,488); the generated
+# sample's templates about 160.
+SMALL_VOCABULARY = 1_000
+JSON_FILE = "evaluation.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSource:
+    """A feature file to evaluate: `PATH` or `PATH:NAME` (tools/lib/feature_files.py)."""
+
+    modality: str  # IMAGE or TEXT
+    source: str
+    codes: bool = False  # binary codes (ranked by Hamming distance), not real-valued features
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateOptions:
+    data_dir: str | None = None
+    base_url: str | None = None
+    labels: str | None = None  # PATH[:NAME] of a label matrix, instead of the pool's annotations
+    doc2vec_path: str | None = None  # the Doc2Vec sidecar; None: no Doc2Vec
+    model: str | None = None  # the Doc2Vec model for caption halves (default: the sidecar's)
+    features: tuple[FeatureSource, ...] = ()
+    seed: int = 0
+    num_query: int | None = None  # None: MAX_QUERIES or a fifth of the labeled images
+    train_size: int | None = None  # None: MAX_TRAIN or the whole database
+    bits: tuple[int, ...] = DEFAULT_BITS
+    map_ks: tuple[int, ...] = DEFAULT_MAP_KS
+    precision_ks: tuple[int, ...] = DEFAULT_PRECISION_KS
+    caption_images: int = DEFAULT_CAPTION_IMAGES
+    workers: int = 1
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    name: str
+    modality: str
+    matrix: np.ndarray | scipy.sparse.csr_matrix  # one row per pool index (or label row)
+    codes: bool
+    provenance: dict
+
+
+@dataclasses.dataclass
+class TaskResult:
+    direction: str  # "text->text", "image->text", ...
+    name: str
+    role: str  # FEATURES or BASELINE
+    result: RankingResult
+
+
+@dataclasses.dataclass
+class Evaluation:
+    protocol: dict
+    tasks: list[TaskResult]
+    caption_halves: dict | None
+    notes: list[str]
+    reading: str = ""
+
+    def directions(self) -> dict[str, list[TaskResult]]:
+        grouped: dict[str, list[TaskResult]] = {}
+        for task in self.tasks:
+            grouped.setdefault(task.direction, []).append(task)
+        return grouped
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclasses.dataclass
+class _Pool:
+    labels: np.ndarray  # rows x classes, 0/1
+    rows_are: str  # what a row is, for messages
+    image_ids: list[int] | None = None
+    records: list[ImageRecord] | None = None
+
+
+def _read_labels(options: EvaluateOptions) -> _Pool:
+    if options.labels is not None and options.data_dir is None and options.base_url is None:
+        labels, _, _ = read_matrix(options.labels)
+        labels = check_rows(labels, len(labels), options.labels, "item")
+        return _Pool(labels=(labels != 0).astype(np.uint8), rows_are=f"row of {options.labels}")
+    records = read_pool(options.data_dir, options.base_url)
+    labels = np.zeros((len(records), len(CLASS_NAMES)), dtype=np.uint8)
+    for record in records:
+        labels[record.index, record.labels] = 1
+    if options.labels is not None:
+        given, _, _ = read_matrix(options.labels)
+        labels = (check_rows(given, len(records), options.labels, "pool image") != 0).astype(np.uint8)
+    return _Pool(labels, "pool image", [record.image_id for record in records], records)
+
+
+def _feature_sets(options: EvaluateOptions, pool: _Pool) -> list[FeatureSet]:
+    sets: list[FeatureSet] = []
+    if options.doc2vec_path is not None:
+        vectors, provenance = read_doc2vec_sidecar(options.doc2vec_path, pool.image_ids)
+        sets.append(FeatureSet("doc2vec", TEXT, vectors, False, provenance))
+    for source in options.features:
+        matrix, name, provenance = read_matrix(source.source, pool.image_ids)
+        check_rows(matrix, len(pool.labels), source.source, pool.rows_are)
+        if not source.codes and np.issubdtype(matrix.dtype, np.integer):
+            if np.count_nonzero(matrix) < SPARSE_DENSITY * matrix.size:
+                matrix = scipy.sparse.csr_matrix(matrix)
+        if name in {feature.name for feature in sets}:
+            name = source.source  # two files of the same feature: named by their paths
+        sets.append(FeatureSet(name, source.modality, matrix, source.codes, provenance))
+    if not sets:
+        raise CocoError("Nothing to evaluate: no Doc2Vec sidecar and no feature or code files were given.")
+    return sets
+
+
+def _protocol(labels: np.ndarray, options: EvaluateOptions):
+    labeled = np.flatnonzero(labels.any(axis=1))
+    num_query = options.num_query or min(MAX_QUERIES, len(labeled) // QUERY_SHARE)
+    if num_query < 1 or num_query >= len(labeled):
+        raise CocoError(
+            f"{len(labeled)} labeled images cannot hold num_query={num_query} queries and a database; "
+            f"pass num_query={max(1, len(labeled) // QUERY_SHARE)}."
+        )
+    train_size = options.train_size or min(MAX_TRAIN, len(labeled) - num_query)
+    return sample_protocol(labeled, options.seed, num_query, [train_size]), train_size
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def _directions(sets: Sequence[FeatureSet]):
+    """(direction, query set, database set) for within- and cross-modal retrieval."""
+    for feature in sets:
+        yield f"{feature.modality}->{feature.modality}", feature, feature
+    for image in (feature for feature in sets if feature.modality == IMAGE):
+        for text in (feature for feature in sets if feature.modality == TEXT):
+            if image.codes == text.codes and image.matrix.shape[1] == text.matrix.shape[1]:
+                yield f"{IMAGE}->{TEXT}", image, text
+                yield f"{TEXT}->{IMAGE}", text, image
+
+
+def _scorer(query: np.ndarray, database: np.ndarray, codes: bool):
+    return HammingScorer(query, database) if codes else CosineScorer(query, database)
+
+
+def _hashing_baselines(sets: Sequence[FeatureSet], protocol, train: np.ndarray, options: EvaluateOptions, notes):
+    """(direction, name, query codes, database codes) of the unsupervised hashing baselines:
+    CCA-ITQ across when both modalities have real-valued features, else PCA-ITQ within."""
+    real = [feature for feature in sets if not feature.codes]
+    images = [feature for feature in real if feature.modality == IMAGE]
+    texts = [feature for feature in real if feature.modality == TEXT]
+    pairs = [(image, text) for image in images for text in texts]
+    for bits in options.bits:
+        for image, text in pairs:
+            name = f"CCA-ITQ {bits} bits ({image.name}, {text.name})"
+            try:
+                image_hash, text_hash = cca_itq(image.matrix[train], text.matrix[train], bits, options.seed)
+            except ValueError as error:
+                notes.append(f"{name} left out: {error}")
+                continue
+            image_codes, text_codes = image_hash.codes(image.matrix), text_hash.codes(text.matrix)
+            yield f"{IMAGE}->{TEXT}", name, image_codes[protocol.query], text_codes[protocol.database]
+            yield f"{TEXT}->{IMAGE}", name, text_codes[protocol.query], image_codes[protocol.database]
+        for feature in real if not pairs else ():
+            name = f"PCA-ITQ {bits} bits ({feature.name})"
+            try:
+                codes = pca_itq(feature.matrix[train], bits, options.seed).codes(feature.matrix)
+            except ValueError as error:
+                notes.append(f"{name} left out: {error}")
+                continue
+            yield f"{feature.modality}->{feature.modality}", name, codes[protocol.query], codes[protocol.database]
+
+
+def evaluate(options: EvaluateOptions) -> Evaluation:
+    pool = _read_labels(options)
+    sets = _feature_sets(options, pool)
+    protocol, train_size = _protocol(pool.labels, options)
+    train = protocol.train[train_size]
+    query_labels, database_labels = pool.labels[protocol.query], pool.labels[protocol.database]
+    ranking = RankingOptions(map_ks=options.map_ks, precision_ks=options.precision_ks, workers=options.workers)
+    notes: list[str] = []
+    tasks = []
+
+    def run(direction: str, name: str, role: str, scorer) -> None:
+        options_with_bar = dataclasses.replace(ranking, progress=f"{direction} {name}")
+        tasks.append(TaskResult(direction, name, role, rank(scorer, query_labels, database_labels, options_with_bar)))
+
+    for direction, query, database in _directions(sets):
+        scorer = _scorer(query.matrix[protocol.query], database.matrix[protocol.database], query.codes)
+        run(direction, query.name if query is database else f"{query.name} -> {database.name}", FEATURES, scorer)
+    has_text = any(feature.modality == TEXT for feature in sets)
+    tfidf_model = None
+    if pool.records is not None and has_text:
+        documents = [tfidf_document(record.captions) for record in pool.records]
+        tfidf_model = fit_idf(documents)
+        tfidf = tfidf_vectors(documents, *tfidf_model)
+        run(f"{TEXT}->{TEXT}", "tf-idf", BASELINE, CosineScorer(tfidf[protocol.query], tfidf[protocol.database]))
+    for direction, name, query_codes, database_codes in _hashing_baselines(sets, protocol, train, options, notes):
+        run(direction, name, BASELINE, HammingScorer(query_codes, database_codes))
+    halves = _caption_halves(pool.records, sets, tfidf_model, options) if tfidf_model else None
+    evaluation = Evaluation(
+        protocol={
+            "seed": options.seed,
+            "labeled": int(pool.labels.any(axis=1).sum()),
+            "queries": len(protocol.query),
+            "database": len(protocol.database),
+            "train": train_size,
+            "relevant": "shares at least one label with the query",
+        },
+        tasks=tasks,
+        caption_halves=halves,
+        notes=notes,
+    )
+    evaluation.reading = reading_sentence(evaluation)
+    return evaluation
+
+
+# ----------------------------------------------------------------------------- caption halves
+
+
+def _caption_halves(
+    records: Sequence[ImageRecord], sets: Sequence[FeatureSet], tfidf_model: tuple, options: EvaluateOptions
+) -> dict | None:
+    """Recall@k of first halves finding second halves, for Doc2Vec (inferred), BoW, TF-IDF, chance."""
+    splittable = [record.index for record in records if len(record.captions) >= 2]
+    if len(splittable) < 2:
+        return None
+    rng = np.random.default_rng(options.seed)
+    chosen = np.sort(rng.choice(splittable, min(options.caption_images, len(splittable)), replace=False))
+    captions = [records[row].captions for row in chosen]
+    recall = {}
+    # Doc2Vec and BoW read the PTB tokens of their documents; only the chosen images are tokenised.
+    tokens = caption_halves(tokenize_captions(captions, options.workers))
+    firsts, seconds = ([join_captions(half) for half in halves] for halves in tokens)
+    doc2vec = next((feature for feature in sets if feature.name == "doc2vec"), None)
+    if doc2vec is not None:
+        model_path, settings = _inference_recipe(doc2vec.provenance, options)
+        vectors = infer_all(model_path, firsts + seconds, settings, options.workers, "caption halves")
+        recall["doc2vec"] = halves_recall(vectors[: len(firsts)], vectors[len(firsts) :])
+    bow = next((feature for feature in sets if feature.name == "bow"), None)
+    if bow is not None:
+        words, counts = bow.provenance["vocabulary"], bow.provenance["counts"]
+        recall["bow"] = halves_recall(bow_matrix(firsts, words, counts), bow_matrix(seconds, words, counts))
+    tfidf_firsts, tfidf_seconds = ([tfidf_document(half) for half in halves] for halves in caption_halves(captions))
+    recall["tf-idf"] = halves_recall(
+        tfidf_vectors(tfidf_firsts, *tfidf_model), tfidf_vectors(tfidf_seconds, *tfidf_model)
+    )
+    recall["chance"] = chance_recall(len(chosen))
+    return {"images": len(chosen), "vocabulary": len(tfidf_model[0]), "recall": recall}
+
+
+def _inference_recipe(provenance: dict, options: EvaluateOptions) -> tuple[str, InferenceSettings]:
+    """The model path and inference settings the Doc2Vec sidecar was built with."""
+    try:
+        model_path = options.model or provenance["model"]["path"]
+        recorded = provenance["inference"]
+        settings = InferenceSettings(recorded["epochs"], recorded["alpha"], recorded["min_alpha"], recorded["seed"])
+    except KeyError as missing:
+        raise CocoError(
+            f"{options.doc2vec_path}: its provenance lacks {missing}; it was not written by `coco-unified doc2vec`. "
+            "Rebuild it."
+        ) from None
+    load_model(model_path, mmap="r")  # fail now, with a clear message, rather than in every worker
+    return model_path, settings
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def reading_sentence(evaluation: Evaluation) -> str:
+    """One sentence on how to read the report, from its own figures."""
+    sentence = (
+        "How to read this: a row above chance ranks images that share labels with the query first, and a "
+        "hashing row near its features loses little in that many bits"
+    )
+    halves = evaluation.caption_halves
+    if halves and "doc2vec" in halves["recall"]:
+        recall = halves["recall"]
+        doc2vec, tfidf, chance = recall["doc2vec"][10], recall["tf-idf"][10], recall["chance"][10]
+        if halves["vocabulary"] < SMALL_VOCABULARY:
+            sentence += (
+                f"; with only {halves['vocabulary']:,} distinct words in these captions, TF-IDF's exact word "
+                f"matches find an image's other captions (R@10 {tfidf:.2f}) while Doc2Vec has too little to learn "
+                f"from ({doc2vec:.2f}, chance {chance:.2f}): judge Doc2Vec on real captions, where the default "
+                "reaches at least 0.9x TF-IDF (README)"
+            )
+        else:
+            verdict = "at least 0.9x" if doc2vec >= 0.9 * tfidf else "below 0.9x"
+            sentence += (
+                f"; on caption halves Doc2Vec's R@10 ({doc2vec:.2f}) is {verdict} TF-IDF's ({tfidf:.2f}, "
+                f"chance {chance:.2f}), what the default reaches on real captions"
+            )
+    return sentence + "."
+
+
+def _columns(evaluation: Evaluation) -> list[tuple[str, callable]]:
+    database = evaluation.protocol["database"]
+    columns = [("mAP@all", lambda result: result.map_all)]
+    some = evaluation.tasks[0].result if evaluation.tasks else None
+    for k in some.map_at if some else ():
+        columns.append((f"mAP@{k}", lambda result, k=k: result.map_at[k]))
+    for k in (10, 100, 1000):
+        if k <= database:
+            columns.append((f"P@{k}", lambda result, k=k: result.precision_at.get(k, float("nan"))))
+    return columns
+
+
+def format_report(evaluation: Evaluation) -> str:
+    protocol = evaluation.protocol
+    lines = [
+        f"label-based retrieval: {protocol['queries']:,} queries over {protocol['database']:,} database images "
+        f"(seed {protocol['seed']}; relevant: {protocol['relevant']}; hashing baselines trained on "
+        f"{protocol['train']:,})"
+    ]
+    columns = _columns(evaluation)
+    width = max([len(task.name) for task in evaluation.tasks] + [20]) + 2
+    for direction, tasks in evaluation.directions().items():
+        lines.append(f"{direction}".ljust(width) + "".join(f"{title:>10}" for title, _ in columns))
+        for task in tasks:
+            lines.append(f"  {task.name}".ljust(width) + "".join(f"{value(task.result):10.3f}" for _, value in columns))
+        chance = tasks[0].result.base_rate
+        lines.append("  chance (base rate)".ljust(width) + "".join(f"{chance:10.3f}" for _ in columns))
+    halves = evaluation.caption_halves
+    if halves:
+        ks = list(halves["recall"]["chance"])
+        lines.append(
+            f"caption halves: {halves['images']:,} images, the first half of each image's captions retrieves "
+            f"the other half (the captions hold {halves['vocabulary']:,} distinct words)"
+        )
+        lines.append("".ljust(width) + "".join(f"{f'R@{k}':>10}" for k in ks))
+        for name, recall in halves["recall"].items():
+            lines.append(f"  {name}".ljust(width) + "".join(f"{recall[k]:10.3f}" for k in ks))
+    lines += [f"note: {note}" for note in evaluation.notes]
+    lines.append(evaluation.reading)
+    return "\n".join(lines)
+
+
+def write_outputs(evaluation: Evaluation, directory: str) -> list[str]:
+    """evaluation.json and the figures in `directory`; returns the paths written."""
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for direction, tasks in evaluation.directions().items():
+        base_rate = tasks[0].result.base_rate
+        written.append(evaluation_plots.precision_figure(direction, tasks, base_rate, directory))
+        pr_path = evaluation_plots.pr_figure(direction, tasks, base_rate, directory)
+        if pr_path:
+            written.append(pr_path)
+    if evaluation.caption_halves:
+        halves = evaluation.caption_halves
+        written.append(evaluation_plots.caption_halves_figure(halves["recall"], halves["images"], directory))
+    path = os.path.join(directory, JSON_FILE)
+    with open(path, "w") as file:
+        json.dump(dataclasses.asdict(evaluation), file, indent=2)
+    written.append(path)
+    return written

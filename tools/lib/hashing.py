@@ -1,0 +1,109 @@
+"""Classic unsupervised hashing baselines: PCA-ITQ for one modality, CCA-ITQ across two.
+
+Gong, Lazebnik, Gordo and Perronnin, "Iterative Quantization: A Procrustean Approach to Learning
+Binary Codes for Large-Scale Image Retrieval" (TPAMI 2013): project the centred features onto c
+directions (PCA for one modality; CCA for paired image and text features, so that both land in one
+space), then learn an orthogonal rotation R that brings the projected data V close to the
+vertices of the hypercube: alternately B = sign(V R) and R from the SVD of B^T V (orthogonal
+Procrustes). The code of a feature vector is sign((x - mean) W R): c bits. For two modalities the
+rotation is learned on both modalities' projections stacked, so their codes are comparable.
+Only numpy and scipy; the directions and rotation come from a training subset, the codes are
+computed for every row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+
+DEFAULT_BITS = (16, 32, 64, 128)
+ITQ_ITERATIONS = 50  # Gong et al. report the quantization loss levelling off after ~50
+# Added to the diagonal of each covariance, relative to its mean variance: keeps CCA's whitening
+# finite when features are collinear (e.g. many more dimensions than training pairs).
+CCA_REGULARIZATION = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearHash:
+    """codes(x) = (x - mean) @ projection > 0, as 0/1 bits."""
+
+    mean: np.ndarray
+    projection: np.ndarray  # features x bits: the directions times the rotation
+
+    @property
+    def bits(self) -> int:
+        return self.projection.shape[1]
+
+    def codes(self, features) -> np.ndarray:
+        """The codes of dense or sparse rows (sparse ones are not centred first, to stay sparse).
+
+        In float32, like the features: the product for the whole pool then takes half the time.
+        """
+        projection = self.projection.astype(np.float32)
+        projected = features @ projection - (self.mean @ self.projection).astype(np.float32)
+        return (np.asarray(projected) > 0).astype(np.uint8)
+
+
+def itq_rotation(projected: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0) -> np.ndarray:
+    """The c x c orthogonal rotation of ITQ for projected data (rows: samples, c columns)."""
+    bits = projected.shape[1]
+    rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((bits, bits)))
+    for _ in range(iterations):
+        signs = np.where(projected @ rotation >= 0, 1.0, -1.0)
+        left, _, right_t = np.linalg.svd(signs.T @ projected)
+        rotation = (left @ right_t).T
+    return rotation
+
+
+def pca_itq(train, bits: int, seed: int = 0) -> LinearHash:
+    """PCA to `bits` directions, then ITQ; `train` rows dense or sparse."""
+    train = _dense(train)
+    _check_bits(bits, train.shape[1], "features")
+    mean = train.mean(axis=0)
+    centred = train - mean
+    _, vectors = scipy.linalg.eigh(centred.T @ centred, subset_by_index=(train.shape[1] - bits, train.shape[1] - 1))
+    directions = vectors[:, ::-1]
+    return LinearHash(mean, directions @ itq_rotation(centred @ directions, seed=seed))
+
+
+def cca_itq(train_x, train_y, bits: int, seed: int = 0) -> tuple[LinearHash, LinearHash]:
+    """CCA to `bits` pairs of directions, then one ITQ rotation for both modalities.
+
+    Rows of train_x and train_y (dense or sparse) are paired: the same image's features and text.
+    """
+    train_x, train_y = _dense(train_x), _dense(train_y)
+    if len(train_x) != len(train_y):
+        raise ValueError(f"{len(train_x)} and {len(train_y)} training rows: CCA needs pairs")
+    _check_bits(bits, min(train_x.shape[1], train_y.shape[1]), "features of either modality")
+    mean_x, mean_y = train_x.mean(axis=0), train_y.mean(axis=0)
+    centred_x, centred_y = train_x - mean_x, train_y - mean_y
+    whiten_x = _inverse_square_root(_covariance(centred_x, centred_x))
+    whiten_y = _inverse_square_root(_covariance(centred_y, centred_y))
+    left, _, right_t = np.linalg.svd(whiten_x @ _covariance(centred_x, centred_y) @ whiten_y)
+    directions_x, directions_y = whiten_x @ left[:, :bits], whiten_y @ right_t[:bits].T
+    rotation = itq_rotation(np.vstack([centred_x @ directions_x, centred_y @ directions_y]), seed=seed)
+    return LinearHash(mean_x, directions_x @ rotation), LinearHash(mean_y, directions_y @ rotation)
+
+
+def _dense(rows) -> np.ndarray:
+    return np.asarray(rows.toarray() if scipy.sparse.issparse(rows) else rows, dtype=np.float64)
+
+
+def _covariance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    covariance = a.T @ b / len(a)
+    if a is b:
+        covariance[np.diag_indices_from(covariance)] += CCA_REGULARIZATION * np.trace(covariance) / len(covariance)
+    return covariance
+
+
+def _inverse_square_root(symmetric: np.ndarray) -> np.ndarray:
+    values, vectors = scipy.linalg.eigh(symmetric)
+    return (vectors / np.sqrt(np.maximum(values, np.finfo(np.float64).tiny))) @ vectors.T
+
+
+def _check_bits(bits: int, dimensions: int, what: str) -> None:
+    if bits > dimensions:
+        raise ValueError(f"{bits} bits need at least {bits} dimensions; the {what} have {dimensions}")
