@@ -25,12 +25,13 @@ if not __package__:  # run by path: `python benchmarks/bench_doc2vec.py`
 import numpy as np
 
 from tools import cli
-from tools.lib.doc2vec_build import DEFAULT_EPOCHS, DEFAULT_INFER_ALPHA, DEFAULT_MIN_COUNT, INFER_MIN_ALPHA
 from tools.lib.doc2vec_inference import InferenceSettings, default_workers, infer_all, infer_document
 from tools.lib.doc2vec_model import TrainingSettings, train_model
+from tools.lib.doc2vec_presets import DEFAULT_PRESET, INFER_MIN_ALPHA, PRESETS
 from tools.lib.pool import read_pool
 from tools.lib.text import join_captions, tokenize_captions
 
+DEFAULT = PRESETS[DEFAULT_PRESET]
 DEFAULT_DATA_DIR = "/tmp/coco_full"
 # Documents timed per inference setting, on one core and on all: runs of tens of seconds, so
 # that the worker start-up is small beside them. At 10 epochs all cores infer the whole pool.
@@ -76,7 +77,7 @@ def all_cores_rate(
 
 def measure_start_up(model_path: str, documents: Sequence[list[str]], workers: int) -> float:
     """Seconds to start `workers` processes and load the model, with next to no inference."""
-    single_epoch = InferenceSettings(epochs=1, alpha=DEFAULT_INFER_ALPHA, min_alpha=INFER_MIN_ALPHA, seed=0)
+    single_epoch = InferenceSettings(epochs=1, alpha=DEFAULT.infer_alpha, min_alpha=INFER_MIN_ALPHA, seed=0)
     _, seconds = timed(
         lambda: infer_all(model_path, documents[:workers], single_epoch, workers, "start-up", documents_per_task=1)
     )
@@ -99,7 +100,7 @@ def bench_tokenising(captions: Sequence[Sequence[str]], workers: int) -> list[li
 def bench_training(documents: Sequence[list[str]], epochs: int, workers: int):
     """Train with one thread (the reproducible default) and with one per core; the last model."""
     for threads in sorted({1, workers}):
-        settings = TrainingSettings(epochs=epochs, min_count=DEFAULT_MIN_COUNT, seed=0, workers=threads)
+        settings = TrainingSettings(epochs=epochs, min_count=DEFAULT.min_count, seed=0, workers=threads)
         model, seconds = timed(lambda settings=settings: train_model(documents, settings))
         report(
             f"training, {epochs} epochs, {threads} thread(s): {seconds:.1f} s "
@@ -116,7 +117,7 @@ def bench_inference(model, documents: Sequence[list[str]], workers: int) -> None
         report(f"inference start-up of {workers} worker processes: {start_up:.1f} s")
         rng = np.random.default_rng(0)
         for epochs in ONE_CORE_SUBSET:
-            settings = InferenceSettings(epochs=epochs, alpha=DEFAULT_INFER_ALPHA, min_alpha=INFER_MIN_ALPHA, seed=0)
+            settings = InferenceSettings(epochs=epochs, alpha=DEFAULT.infer_alpha, min_alpha=INFER_MIN_ALPHA, seed=0)
             per_core = one_core_rate(model, sample(documents, ONE_CORE_SUBSET[epochs], rng), settings)
             all_cores = all_cores_rate(
                 model_path, sample(documents, ALL_CORES_SUBSET[epochs], rng), settings, workers, start_up
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
         "(default: %(default)s, the cores this process may use)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=DEFAULT_EPOCHS, help="training epochs (default: %(default)s, the build's)"
+        "--epochs", type=int, default=DEFAULT.epochs, help="training epochs (default: %(default)s, the build's)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)

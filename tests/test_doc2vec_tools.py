@@ -22,9 +22,10 @@ from gensim.models.doc2vec import Doc2Vec, TaggedDocument
 import coco_unified
 from coco_unified import DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar, write_doc2vec_sidecar
 from tools.fakes.jhlau_fixture import write_jhlau_model_dir
-from tools.lib.doc2vec_build import INFER_MIN_ALPHA, BuildOptions, build_sidecar
+from tools.lib.doc2vec_build import BuildOptions, build_sidecar
 from tools.lib.doc2vec_inference import InferenceSettings, infer_all
 from tools.lib.doc2vec_model import file_sha256, model_path_beside, weights_sha256
+from tools.lib.doc2vec_presets import DEFAULT_PRESET, INFER_MIN_ALPHA, PRESETS
 from tools.lib.pool import read_pool
 from tools.lib.protocol_files import DATABASE_IMAGE_IDS, write_pool_protocol
 from tools.lib.text import TOKENIZER, caption_tokens, join_captions
@@ -98,8 +99,8 @@ def test_trained_sidecar_records_its_provenance(trained, trained_model, image_id
         "reproducible": True,
         "documents": len(image_ids),
         "dm": 0,
-        "window": 15,
-        "sample": 1e-5,
+        "window": PRESETS[DEFAULT_PRESET].window,
+        "sample": PRESETS[DEFAULT_PRESET].sample,
     }
     assert {name: model["training"][name] for name in expected_training} == expected_training
     expected_inference = {"epochs": 100, "alpha": 0.1, "seed": 7, "per_caption": False}
@@ -107,6 +108,25 @@ def test_trained_sidecar_records_its_provenance(trained, trained_model, image_id
     assert provenance["tokenizer"] == TOKENIZER
     assert provenance["seed"] == 7 and provenance["images"] == len(image_ids)
     assert {"gensim", "nltk", "numpy", "python"} <= provenance["versions"].keys()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_preset_sets_what_no_flag_gives(preset):
+    recipe = PRESETS[preset]
+    training = BuildOptions(preset=preset).training_settings()
+    assert training.model_parameters() == recipe.model_parameters()
+    inference = BuildOptions(preset=preset).inference_settings()
+    assert (inference.epochs, inference.alpha) == (recipe.infer_epochs, recipe.infer_alpha)
+    given = BuildOptions(preset=preset, epochs=3, infer_alpha=0.2)
+    assert given.training_settings().epochs == 3 and given.inference_settings().alpha == 0.2
+    assert given.training_settings().model_parameters()["sample"] == recipe.sample
+
+
+def test_an_unknown_preset_is_named():
+    with pytest.raises(
+        CocoError, match=r"preset='tuned' is not a Doc2Vec preset; choose one of \['default', 'jhlau'\]"
+    ):
+        BuildOptions(preset="tuned")
 
 
 def test_model_path_gives_the_same_vectors(sample_dir, trained, trained_model, image_ids, tmp_path):

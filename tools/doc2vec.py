@@ -18,33 +18,23 @@ if not __package__:  # run by path: `python tools/doc2vec.py`
 
 from coco_unified import DOC2VEC_SIDECAR
 from tools import cli, flags
-from tools.lib.doc2vec_build import (
-    DEFAULT_CHUNK_IMAGES,
-    DEFAULT_EPOCHS,
-    DEFAULT_INFER_ALPHA,
-    DEFAULT_INFER_EPOCHS,
-    DEFAULT_MIN_COUNT,
-    DEFAULT_TRAIN_WORKERS,
-    INFER_MIN_ALPHA,
-    BuildOptions,
-    build_sidecar,
-)
+from tools.lib.doc2vec_build import DEFAULT_CHUNK_IMAGES, DEFAULT_TRAIN_WORKERS, BuildOptions, build_sidecar
 from tools.lib.doc2vec_inference import MAX_SEED, default_workers
+from tools.lib.doc2vec_presets import DEFAULT_PRESET, INFER_MIN_ALPHA, PRESETS
 from tools.lib.pool import DEFAULT_SIDECAR
 
+DEFAULT = PRESETS[DEFAULT_PRESET]
+
 EPILOG = f"""\
-defaults, and why:
-  --infer-epochs {DEFAULT_INFER_EPOCHS} --infer-alpha {DEFAULT_INFER_ALPHA}
-      jhlau's recommendation for his DBOW models (https://github.com/jhlau/doc2vec). Few epochs
-      leave a vector near its random start: on the 1,233-image sample (model trained 20 epochs),
-      5 epochs at alpha 0.1 found images by label no better than chance (mAP 0.16), 1000 at 0.01
-      reached mAP 0.46. Cost: ~15-20 ms per image on one core, about 35 minutes for the pool,
-      divided by --workers (benchmarks/bench_doc2vec.py). The published features were inferred
-      with the gensim 0.12 fork's defaults instead (alpha 0.1, 5 steps): pass --infer-epochs 5
-      --infer-alpha 0.1 for that recipe.
-  --min-count {DEFAULT_MIN_COUNT}
-      gensim's default and the top of the range jhlau used (1-5): words seen fewer times are
-      mostly typos whose vectors would be noise.
+presets (--preset; a flag given replaces the preset's value):
+  default: {DEFAULT.description}: PV-DBOW with word training, window {DEFAULT.window},
+      sample {DEFAULT.sample:g}, {DEFAULT.negative} negatives, --min-count {DEFAULT.min_count}, --epochs {DEFAULT.epochs},
+      --infer-epochs {DEFAULT.infer_epochs} --infer-alpha {DEFAULT.infer_alpha}. On 8,092 real images' captions
+      (Flickr8k, benchmarks/bench_text_features.py) a half of an image's captions finds the other
+      half in the top 10 for 0.81 of the images, against 0.67 for TF-IDF and 0.55 for jhlau's
+      recipe: jhlau's sample=1e-5 drops most words of short captions.
+  jhlau: {PRESETS["jhlau"].description}: sample {PRESETS["jhlau"].sample:g}, --min-count {PRESETS["jhlau"].min_count},
+      --epochs {PRESETS["jhlau"].epochs}, --infer-epochs {PRESETS["jhlau"].infer_epochs} --infer-alpha {PRESETS["jhlau"].infer_alpha}.
   --train-workers {DEFAULT_TRAIN_WORKERS}
       gensim trains reproducibly only with one thread; more threads are faster but give a
       different model (and vectors) on every run.
@@ -55,7 +45,7 @@ published-style features (jhlau's enwiki_dbow, extracted from enwiki_dbow.tgz):
   coco-unified doc2vec --data-dir DIR --jhlau-model enwiki_dbow \\
       --infer-epochs 5 --infer-alpha 0.1
 They match the published recipe, not its bits: the Python 2 fork hashed and drew random numbers
-differently.
+differently (the fork's own defaults were 5 inference steps at alpha 0.1).
 """
 
 
@@ -89,12 +79,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use jhlau's pretrained enwiki_dbow or apnews_dbow (the directory holding doc2vec.bin and its two .npy "
         "files), converted to gensim 4 as `coco-unified convert-jhlau` does",
     )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help="the Doc2Vec settings the flags below default to (see 'presets' at the end; default: %(default)s)",
+    )
     training = parser.add_argument_group("training (without --model and --jhlau-model)")
-    training.add_argument("--epochs", type=flags.positive_int, help=f"training epochs (default: {DEFAULT_EPOCHS})")
+    training.add_argument("--epochs", type=flags.positive_int, help="training epochs (default: the preset's)")
     training.add_argument(
         "--min-count",
         type=flags.positive_int,
-        help=f"ignore words seen fewer times in training (default: {DEFAULT_MIN_COUNT})",
+        help="ignore words seen fewer times in training (default: the preset's)",
     )
     training.add_argument(
         "--train-workers",
@@ -115,13 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     inference = parser.add_argument_group("inference")
     inference.add_argument(
-        "--infer-epochs", type=flags.positive_int, default=DEFAULT_INFER_EPOCHS, help="(default: %(default)s)"
+        "--infer-epochs", type=flags.positive_int, help="inference epochs per document (default: the preset's)"
     )
     inference.add_argument(
         "--infer-alpha",
         type=flags.positive_float,
-        default=DEFAULT_INFER_ALPHA,
-        help=f"initial learning rate, decaying to {INFER_MIN_ALPHA} (default: %(default)s)",
+        help=f"initial learning rate of inference, decaying to {INFER_MIN_ALPHA} (default: the preset's)",
     )
     inference.add_argument(
         "--per-caption", action="store_true", help="also write one vector per caption (column caption_doc2vec)"
@@ -148,6 +143,7 @@ def run(args: argparse.Namespace) -> None:
             output=args.output,
             model=args.model,
             jhlau_model=args.jhlau_model,
+            preset=args.preset,
             epochs=args.epochs,
             min_count=args.min_count,
             train_workers=args.train_workers,

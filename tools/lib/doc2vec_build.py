@@ -42,27 +42,16 @@ from tools.lib.doc2vec_model import (
     use_model_file,
     use_trained_model,
 )
+from tools.lib.doc2vec_presets import DEFAULT_PRESET, INFER_MIN_ALPHA, PRESETS, Doc2VecPreset
 from tools.lib.pool import DEFAULT_SIDECAR, read_pool
 from tools.lib.text import TOKENIZER, documents_sha256, join_captions, tokenize_captions
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = 20
-DEFAULT_MIN_COUNT = 5
-DEFAULT_TRAIN_WORKERS = 1
-DEFAULT_INFER_EPOCHS = 1000
-DEFAULT_INFER_ALPHA = 0.01
-# gensim's and the fork's default: the learning rate decays linearly to this over the epochs.
-INFER_MIN_ALPHA = 0.0001
+DEFAULT_TRAIN_WORKERS = 1  # gensim trains reproducibly with one thread only
 DEFAULT_CHUNK_IMAGES = 1000
-
-# The options that only training reads, and their defaults.
-TRAINING_DEFAULTS = {
-    "epochs": DEFAULT_EPOCHS,
-    "min_count": DEFAULT_MIN_COUNT,
-    "train_workers": DEFAULT_TRAIN_WORKERS,
-    "train_ids": None,
-}
+# The options that only training reads: refused beside a given model.
+TRAINING_OPTIONS = ("epochs", "min_count", "train_workers", "train_ids")
 
 TokenizedPool = list[list[list[str]]]  # per image, per caption, its tokens
 
@@ -80,21 +69,24 @@ class BuildOptions:
     output: str = DEFAULT_SIDECAR
     model: str | None = None
     jhlau_model: str | None = None
+    preset: str = DEFAULT_PRESET  # a name of doc2vec_presets.PRESETS: the defaults of the settings below
     epochs: int | None = None
     min_count: int | None = None
     train_workers: int | None = None  # only 1 trains reproducibly
     train_ids: str | None = None  # a file of COCO image ids to train on; vectors are still inferred for all
     seed: int = 0
-    infer_epochs: int = DEFAULT_INFER_EPOCHS
-    infer_alpha: float = DEFAULT_INFER_ALPHA
+    infer_epochs: int | None = None
+    infer_alpha: float | None = None
     per_caption: bool = False
     workers: int = dataclasses.field(default_factory=default_workers)
     chunk_images: int = DEFAULT_CHUNK_IMAGES
 
     def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise CocoError(f"preset={self.preset!r} is not a Doc2Vec preset; choose one of {sorted(PRESETS)}.")
         if self.model and self.jhlau_model:
             raise CocoError("model= and jhlau_model= name two models; pass one of them.")
-        given = [f"{name}={getattr(self, name)}" for name in TRAINING_DEFAULTS if getattr(self, name) is not None]
+        given = [f"{name}={getattr(self, name)}" for name in TRAINING_OPTIONS if getattr(self, name) is not None]
         if given and (self.model or self.jhlau_model):
             raise CocoError(
                 f"{', '.join(given)} apply only to training a model, not to a given one (model= or jhlau_model=); "
@@ -104,18 +96,32 @@ class BuildOptions:
         below_one = [f"{name}={value}" for name in counts if (value := getattr(self, name)) is not None and value < 1]
         if below_one:
             raise CocoError(f"{', '.join(below_one)}: each must be at least 1.")
-        if not self.infer_alpha > 0:
+        if self.infer_alpha is not None and not self.infer_alpha > 0:
             raise CocoError(f"infer_alpha={self.infer_alpha}: the learning rate must be above 0.")
         if not 0 <= self.seed <= MAX_SEED:
             raise CocoError(f"seed={self.seed}: must be in 0..{MAX_SEED} (it becomes the workers' PYTHONHASHSEED).")
 
-    def training(self, name: str):
-        """A training option's value, or its default."""
-        value = getattr(self, name)
-        return TRAINING_DEFAULTS[name] if value is None else value
+    @property
+    def recipe(self) -> Doc2VecPreset:
+        return PRESETS[self.preset]
+
+    def training_settings(self) -> TrainingSettings:
+        """The preset's training, with the options given instead of its values."""
+        return TrainingSettings(
+            epochs=self.epochs or self.recipe.epochs,
+            min_count=self.min_count or self.recipe.min_count,
+            seed=self.seed,
+            workers=self.train_workers or DEFAULT_TRAIN_WORKERS,
+            preset=self.recipe,
+        )
 
     def inference_settings(self) -> InferenceSettings:
-        return InferenceSettings(self.infer_epochs, self.infer_alpha, INFER_MIN_ALPHA, self.seed)
+        return InferenceSettings(
+            self.infer_epochs or self.recipe.infer_epochs,
+            self.infer_alpha or self.recipe.infer_alpha,
+            INFER_MIN_ALPHA,
+            self.seed,
+        )
 
 
 # ----------------------------------------------------------------------------- model
@@ -153,14 +159,11 @@ def obtain_model(options: BuildOptions, records: Sequence[ImageRecord], captions
     beside = model_path_beside(options.output)
     if options.jhlau_model:
         return use_jhlau_model(options.jhlau_model, beside)
-    train_ids = options.training("train_ids")
+    train_ids = options.train_ids
     positions = read_train_ids(train_ids, records) if train_ids else range(len(records))
     documents = [join_captions(captions[position]) for position in positions]
     train_ids_provenance = {"path": os.path.abspath(train_ids), "sha256": file_sha256(train_ids)} if train_ids else None
-    settings = TrainingSettings(
-        options.training("epochs"), options.training("min_count"), options.seed, options.training("train_workers")
-    )
-    return use_trained_model(documents, settings, train_ids_provenance, beside)
+    return use_trained_model(documents, options.training_settings(), train_ids_provenance, beside)
 
 
 # ----------------------------------------------------------------------------- inference

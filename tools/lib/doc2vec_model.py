@@ -19,15 +19,11 @@ from gensim.models.doc2vec import Doc2Vec, TaggedDocument
 
 from coco_unified import DOC2VEC_DIM, CocoError
 from tools.lib import jhlau as jhlau_converter
+from tools.lib.doc2vec_presets import DEFAULT_PRESET, PRESETS, Doc2VecPreset
 from tools.lib.progress import Progress
 from tools.lib.text import documents_sha256
 
 logger = logging.getLogger(__name__)
-
-# jhlau's DBOW recipe (https://github.com/jhlau/doc2vec, the settings of his pretrained models):
-# skip-gram word training interleaved with the document vectors (dbow_words=1) puts words and
-# documents in one space, which inference needs.
-RECIPE = {"dm": 0, "dbow_words": 1, "vector_size": DOC2VEC_DIM, "window": 15, "sample": 1e-5, "negative": 5, "hs": 0}
 
 # The lifecycle event a saved model carries to say which inputs made it.
 _MADE_FROM_EVENT = "coco_unified_made_from"
@@ -40,12 +36,15 @@ class TrainingSettings:
     min_count: int
     seed: int
     workers: int
+    preset: Doc2VecPreset = PRESETS[DEFAULT_PRESET]  # the rest of the recipe (window, sample, ...)
+
+    def model_parameters(self) -> dict:
+        """gensim `Doc2Vec(...)` keyword arguments: the preset's, with these epochs and min_count."""
+        return {**self.preset.model_parameters(), "epochs": self.epochs, "min_count": self.min_count}
 
     def describe(self, num_documents: int, train_ids: dict | None) -> dict:
         return {
-            **RECIPE,
-            "epochs": self.epochs,
-            "min_count": self.min_count,
+            **self.model_parameters(),
             "seed": self.seed,
             "workers": self.workers,
             "reproducible": self.workers == 1,
@@ -181,16 +180,14 @@ class _EpochProgress(CallbackAny2Vec):
 
 
 def train_model(documents: Sequence[list[str]], settings: TrainingSettings) -> Doc2Vec:
-    """DBOW on `documents` (tagged by position) with jhlau's recipe.
+    """Doc2Vec on `documents` (tagged by position) with the settings' preset.
 
     With one worker thread the result depends only on the documents and the seed: gensim 4
     seeds its initial vectors and `model.random` from `seed` and, unlike inference, hashes no
     string while training (checked: equal models under different PYTHONHASHSEED values).
     """
     corpus = [TaggedDocument(words, [tag]) for tag, words in enumerate(documents)]
-    model = Doc2Vec(
-        **RECIPE, min_count=settings.min_count, epochs=settings.epochs, seed=settings.seed, workers=settings.workers
-    )
+    model = Doc2Vec(**settings.model_parameters(), seed=settings.seed, workers=settings.workers)
     model.build_vocab(corpus)
     if len(model.wv) == 0:
         raise CocoError(
@@ -257,7 +254,7 @@ def use_trained_model(
     `train_ids` describes the --train-ids file for the provenance (None: the whole pool).
     """
     made_from = hashlib.sha256(
-        json.dumps([documents_sha256(documents), dataclasses.asdict(settings), RECIPE, gensim.__version__]).encode()
+        json.dumps([documents_sha256(documents), dataclasses.asdict(settings), gensim.__version__]).encode()
     ).hexdigest()
     model = existing_model(saved_path, made_from)
     if model is None:
