@@ -21,7 +21,7 @@ step() {
 step .venv/bin/ruff check .
 step .venv/bin/ruff format --check .
 step .venv/bin/python -m pytest tests "$@"
-step .venv-newest/bin/python -m pytest tests/test_builder.py tests/test_loading_script.py tests/test_hub_export.py \
-  tests/test_train_stream.py "$@"
+step .venv-newest/bin/python -m pytest tests/test_builder.py tests/test_feature_sidecars.py tests/test_loading_script.py \
+  tests/test_hub_export.py tests/test_train_stream.py "$@"
 step .venv-vision/bin/python -m pytest tests/test_image_features.py "$@"
 echo "== all checks passed"
