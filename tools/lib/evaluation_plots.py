@@ -23,6 +23,17 @@ def _style(role: str) -> dict:
     return {"linestyle": "-" if role == "features" else "--", "marker": "o", "markersize": 3}
 
 
+def _axes(width: float, height: float):
+    """A figure with room on the right for the legend, and 20 distinct colours (10 repeat soon)."""
+    figure, axes = plt.subplots(figsize=(width, height))
+    axes.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+    return figure, axes
+
+
+def _legend(axes) -> None:
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
 def _save(figure, path: str) -> str:
     figure.tight_layout()
     figure.savefig(path, dpi=_DPI)
@@ -36,7 +47,7 @@ def _file_name(direction: str) -> str:
 
 def precision_figure(direction: str, tasks: list, base_rate: float, directory: str) -> str:
     """Precision@k of each task of one direction, with chance; returns the file written."""
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _axes(9.5, 4.5)
     for task in tasks:
         ks = list(task.result.precision_at)
         axes.plot(ks, list(task.result.precision_at.values()), label=task.name, **_style(task.role))
@@ -48,7 +59,7 @@ def precision_figure(direction: str, tasks: list, base_rate: float, directory: s
         ylim=(0, 1),
     )
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="best")
+    _legend(axes)
     return _save(figure, os.path.join(directory, f"precision_at_k_{_file_name(direction)}.png"))
 
 
@@ -57,7 +68,7 @@ def pr_figure(direction: str, tasks: list, base_rate: float, directory: str) -> 
     code_tasks = [task for task in tasks if task.result.pr_curve is not None]
     if not code_tasks:
         return None
-    figure, axes = plt.subplots(figsize=(6, 5))
+    figure, axes = _axes(8.5, 5)
     for task in code_tasks:
         curve = task.result.pr_curve
         axes.plot(curve.recall, curve.precision, label=task.name, **_style(task.role))
@@ -70,7 +81,7 @@ def pr_figure(direction: str, tasks: list, base_rate: float, directory: str) -> 
         ylim=(0, 1),
     )
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="best")
+    _legend(axes)
     return _save(figure, os.path.join(directory, f"pr_curve_{_file_name(direction)}.png"))
 
 

@@ -14,6 +14,7 @@ representation finds an image's other captions.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -208,25 +209,24 @@ def _hashing_baselines(sets: Sequence[FeatureSet], protocol, train: np.ndarray, 
     images = [feature for feature in real if feature.modality == IMAGE]
     texts = [feature for feature in real if feature.modality == TEXT]
     pairs = [(image, text) for image in images for text in texts]
-    for bits in options.bits:
-        for image, text in pairs:
-            name = f"CCA-ITQ {bits} bits ({image.name}, {text.name})"
-            try:
-                image_hash, text_hash = cca_itq(image.matrix[train], text.matrix[train], bits, options.seed)
-            except ValueError as error:
-                notes.append(f"{name} left out: {error}")
-                continue
-            image_codes, text_codes = image_hash.codes(image.matrix), text_hash.codes(text.matrix)
-            yield f"{IMAGE}->{TEXT}", name, image_codes[protocol.query], text_codes[protocol.database]
-            yield f"{TEXT}->{IMAGE}", name, text_codes[protocol.query], image_codes[protocol.database]
-        for feature in real if not pairs else ():
-            name = f"PCA-ITQ {bits} bits ({feature.name})"
-            try:
-                codes = pca_itq(feature.matrix[train], bits, options.seed).codes(feature.matrix)
-            except ValueError as error:
-                notes.append(f"{name} left out: {error}")
-                continue
-            yield f"{feature.modality}->{feature.modality}", name, codes[protocol.query], codes[protocol.database]
+    for (image, text), bits in itertools.product(pairs, options.bits):
+        name = f"CCA-ITQ {bits} bits ({image.name}, {text.name})"
+        try:
+            image_hash, text_hash = cca_itq(image.matrix[train], text.matrix[train], bits, options.seed)
+        except ValueError as error:
+            notes.append(f"{name} left out: {error}")
+            continue
+        image_codes, text_codes = image_hash.codes(image.matrix), text_hash.codes(text.matrix)
+        yield f"{IMAGE}->{TEXT}", name, image_codes[protocol.query], text_codes[protocol.database]
+        yield f"{TEXT}->{IMAGE}", name, text_codes[protocol.query], image_codes[protocol.database]
+    for feature, bits in itertools.product(real if not pairs else [], options.bits):
+        name = f"PCA-ITQ {bits} bits ({feature.name})"
+        try:
+            codes = pca_itq(feature.matrix[train], bits, options.seed).codes(feature.matrix)
+        except ValueError as error:
+            notes.append(f"{name} left out: {error}")
+            continue
+        yield f"{feature.modality}->{feature.modality}", name, codes[protocol.query], codes[protocol.database]
 
 
 def evaluate(options: EvaluateOptions) -> Evaluation:
