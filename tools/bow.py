@@ -27,7 +27,6 @@ if not __package__:  # run by path: `python tools/bow.py`
 
 from tools import cli, flags
 from tools.lib.bow import DEFAULT_BOW_SIDECAR, DEFAULT_VOCABULARY_SIZE, BowOptions, build_bow_sidecar
-from tools.lib.doc2vec_inference import default_workers
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-stop-words", action="store_true", help="let stop words (the, a, of, ...) into the vocabulary"
     )
-    parser.add_argument(
-        "--workers",
-        type=flags.positive_int,
-        default=default_workers(),
-        help="tokenising processes (default: all cores, here %(default)s)",
-    )
+    flags.add_workers_argument(parser, "tokenising processes")
 
 
 def run(args: argparse.Namespace) -> None:

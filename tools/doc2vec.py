@@ -19,7 +19,7 @@ if not __package__:  # run by path: `python tools/doc2vec.py`
 from coco_unified import DOC2VEC_SIDECAR
 from tools import cli, flags
 from tools.lib.doc2vec_build import DEFAULT_CHUNK_IMAGES, DEFAULT_TRAIN_WORKERS, BuildOptions, build_sidecar
-from tools.lib.doc2vec_inference import MAX_SEED, default_workers
+from tools.lib.doc2vec_inference import MAX_SEED
 from tools.lib.doc2vec_presets import DEFAULT_PRESET, INFER_MIN_ALPHA, PRESETS
 from tools.lib.pool import DEFAULT_SIDECAR
 
@@ -121,12 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inference.add_argument(
         "--per-caption", action="store_true", help="also write one vector per caption (column caption_doc2vec)"
     )
-    inference.add_argument(
-        "--workers",
-        type=flags.positive_int,
-        default=default_workers(),
-        help="tokenising and inference processes (default: all cores, here %(default)s)",
-    )
+    flags.add_workers_argument(inference, "tokenising and inference processes")
     inference.add_argument(
         "--chunk-images",
         type=flags.positive_int,

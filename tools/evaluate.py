@@ -48,7 +48,6 @@ if not __package__:  # run by path: `python tools/evaluate.py`
 
 from coco_unified import CocoError
 from tools import cli, flags
-from tools.lib.doc2vec_inference import default_workers
 from tools.lib.evaluation import DEFAULT_MAP_KS
 from tools.lib.evaluation_report import (
     DEFAULT_CAPTION_IMAGES,
@@ -140,12 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="images sampled for caption halves; each costs two Doc2Vec inferences (default: %(default)s)",
     )
     parser.add_argument("--output-dir", metavar="DIR", help="write evaluation.json and the PNG figures here")
-    parser.add_argument(
-        "--workers",
-        type=flags.positive_int,
-        default=default_workers(),
-        help="ranking threads, tokenising and inference processes (default: all cores, here %(default)s)",
-    )
+    flags.add_workers_argument(parser, "ranking threads, tokenising and inference processes")
 
 
 def options_from(args: argparse.Namespace) -> EvaluateOptions:

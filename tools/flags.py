@@ -7,6 +7,7 @@ so that `cli.in_flag_words` can name the flag when the library's message names t
 import argparse
 
 from coco_unified import DEFAULT_NUM_QUERY, DEFAULT_TRAIN_SIZES
+from tools.lib.doc2vec_inference import default_workers
 from tools.lib.pool import DEFAULT_SIDECAR
 
 # ----------------------------------------------------------------------------- value types
@@ -100,6 +101,16 @@ def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="COLUMN=PATH",
         help="join column COLUMN of the feature sidecar PATH (written by `coco-unified image-features`), "
         "e.g. vgg19_fc7=vgg19.parquet; repeat for more columns",
+    )
+
+
+def add_workers_argument(parser, used_for: str) -> None:
+    """--workers: how many processes (or threads) `used_for` runs in; `parser` may be an argument group."""
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=default_workers(),
+        help=f"{used_for} (default: all cores, here %(default)s)",
     )
 
 
