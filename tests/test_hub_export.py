@@ -164,6 +164,7 @@ def test_script_mode_stages_the_script_infos_card_and_sidecar(sidecar, tmp_path)
     folder = write_folder(PublishOptions(output=str(tmp_path / "out"), mode="script", doc2vec_path=str(sidecar)))
     assert sorted(folder.files) == sorted(
         ["README.md", "coco_unified.py", "dataset_infos.json", coco_unified.DOC2VEC_SIDECAR]
+        + list(coco_unified.KARPATHY_ID_LISTS.values())
     )
     assert (tmp_path / "out" / "coco_unified.py").read_bytes() == open(coco_unified.__file__, "rb").read()
     assert "trust_remote_code=True" in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
