@@ -948,10 +948,17 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         if self.config.protocol is None:
             return None
         storage_options = dl_manager.download_config.storage_options
-        return {
-            split: read_id_list(dl_manager.download(path), storage_options)
-            for split, path in PROTOCOLS[self.config.protocol].id_lists.items()
-        }
+        id_lists = {}
+        for split, path in PROTOCOLS[self.config.protocol].id_lists.items():
+            try:
+                id_lists[split] = read_id_list(dl_manager.download(path), storage_options)
+            except FileNotFoundError:
+                raise CocoError(
+                    f"{path} not found beside the loading script: the {self.config.protocol} protocol reads it. "
+                    "Keep the data/ folder of the project next to coco_unified.py (`coco-unified push --mode script` "
+                    "uploads it with the script)."
+                ) from None
+        return id_lists
 
     def _attach_sidecars(self, dl_manager, shards: list[Shard]) -> None:
         """Each sidecar read once (all its columns), in the order of the shards' rows; each shard gets its slices."""
