@@ -547,19 +547,8 @@ def test_protocol_splits_carry_their_own_doc2vec_vectors(sample_dir, sidecar, si
         )
 
 
-def karpathy_expected(oracle) -> dict[str, list[int]]:
-    """Karpathy's splits of the sample by image id, from the shipped lists read with plain Python."""
-    folder = os.path.dirname(coco_unified.__file__)
-    held_out = {}
-    for split, path in coco_unified.KARPATHY_ID_LISTS.items():
-        with open(os.path.join(folder, path)) as file:
-            held_out[split] = sorted(int(line) for line in file if int(line) in oracle)
-    taken = {image_id for ids in held_out.values() for image_id in ids}
-    return {"train": sorted(set(oracle) - taken), **held_out}
-
-
 @pytest.mark.parametrize("streaming", [False, True], ids=["prepared", "streaming"])
-def test_karpathy_config_gives_train_validation_and_test(sample_dir, oracle, tmp_path, streaming):
+def test_karpathy_config_gives_train_validation_and_test(sample_dir, karpathy_oracle, tmp_path, streaming):
     builder = make_builder(tmp_path, "karpathy", data_dir=str(sample_dir), with_images=False)
     if streaming:
         loaded = {split: builder.as_streaming_dataset(split) for split in ("train", "validation", "test")}
@@ -567,9 +556,8 @@ def test_karpathy_config_gives_train_validation_and_test(sample_dir, oracle, tmp
         builder.download_and_prepare()
         loaded = {split: builder.as_dataset(split) for split in builder.info.splits}
     splits = {split: sorted(row["image_id"] for row in dataset) for split, dataset in loaded.items()}
-    expected = karpathy_expected(oracle)
-    assert splits == expected
-    assert min(len(ids) for ids in expected.values()) >= 10  # the sample holds each list's share
+    assert splits == karpathy_oracle
+    assert min(len(ids) for ids in karpathy_oracle.values()) >= 10  # the sample holds each list's share
 
 
 @pytest.mark.parametrize("config", ["dsph", "ucch", "dchn"])
