@@ -314,18 +314,25 @@ def sample_protocol(
     )
 
 
-def check_protocol_fits(num_labeled: int, num_query: int, num_train: int, whose: str = "") -> None:
-    """Queries and the largest training set (drawn from the database) must fit the labeled pool."""
-    if num_query < num_labeled and num_train <= num_labeled - num_query:
+def check_protocol_fits(num_labeled: int, num_query: int, num_train: int | None, whose: str = "") -> None:
+    """Queries and the largest training set (drawn from the database) must fit the labeled pool.
+
+    num_train None: the protocol trains on its whole database, which must only not be empty.
+    """
+    if num_query < num_labeled and (num_train or 0) <= num_labeled - num_query:
         return
     fix = "use a larger copy of COCO"
     if num_labeled >= 2:
         query = num_query if num_query <= num_labeled // 4 else _round_down(num_labeled // 4)
-        train = num_train if num_train <= num_labeled - query else _round_down(num_labeled - query)
-        fix = f"pass num_query={query}, num_train={train} (or smaller)"
+        fix = f"pass num_query={query}"
+        if num_train is not None:
+            train = num_train if num_train <= num_labeled - query else _round_down(num_labeled - query)
+            fix += f", num_train={train}"
+        fix += " (or smaller)"
+    database = "a database" if num_train is None else f"a database of at least {num_train} training images"
     raise ConfigError(
-        f"{whose + ': its ' if whose else ''}{num_labeled:,} labeled images cannot hold {num_query} queries and a "
-        f"database of at least {num_train} training images: {fix}."
+        f"{whose + ': its ' if whose else ''}{num_labeled:,} labeled images cannot hold {num_query} queries and "
+        f"{database}: {fix}."
     )
 
 
@@ -436,7 +443,7 @@ class NamedProtocol:
     def check_fits(self, num_labeled: int, num_query: int, num_train: int, whose: str = "") -> None:
         """Fail, naming sizes that fit, when the labeled pool cannot hold the protocol's sizes."""
         if self.uses_num_query:
-            check_protocol_fits(num_labeled, num_query, num_train if self.uses_num_train else 0, whose)
+            check_protocol_fits(num_labeled, num_query, num_train if self.uses_num_train else None, whose)
 
 
 def _hashing_splits(records, seed, num_query, num_train, id_lists) -> dict[str, np.ndarray]:
