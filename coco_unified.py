@@ -943,9 +943,11 @@ def split_credentials(url: str | None) -> tuple[str | None, OriginCredentials | 
     parts = urllib.parse.urlsplit(url)
     if parts.username is None and parts.password is None:
         return url, None
-    auth = aiohttp.BasicAuth(urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or ""))
+    authorization = aiohttp.encode_basic_auth(
+        urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+    )
     origin = (parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme))
-    return redact_url(url), OriginCredentials(origin, auth.encode())
+    return redact_url(url), OriginCredentials(origin, authorization)
 
 
 def http_storage_options(

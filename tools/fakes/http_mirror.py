@@ -237,9 +237,9 @@ class FaultTable:
         with self._lock:
             self._failures[url_path].append([status, times])
 
-    def add_drop(self, url_path: str, n_bytes: int, times: int) -> None:
+    def add_drop(self, url_path: str, n_bytes: int, linger: float, times: int) -> None:
         with self._lock:
-            self._drops[url_path].append([n_bytes, times])
+            self._drops[url_path].append([(n_bytes, linger), times])
 
     def add_stall(self, url_path: str, seconds: float, times: int) -> None:
         with self._lock:
@@ -270,8 +270,8 @@ class FaultTable:
         """The status to answer this request with instead of serving it, if one is planned."""
         return self._take(self._failures, url_path)
 
-    def take_drop(self, url_path: str) -> int | None:
-        """How many body bytes this GET may send before the connection is cut, if planned."""
+    def take_drop(self, url_path: str) -> tuple[int, float] | None:
+        """How many body bytes this GET may send before the connection is cut, and how long after, if planned."""
         return self._take(self._drops, url_path)
 
     def take_stall(self, url_path: str) -> float | None:
@@ -372,10 +372,13 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
         if stall is not None:
             self.wfile.flush()
             time.sleep(stall)
-        allowance = self.server.faults.take_drop(url_path)
-        to_send = length if allowance is None else min(length, allowance)
+        drop = self.server.faults.take_drop(url_path)
+        to_send = length if drop is None else min(length, drop[0])
         sent = self._copy_to_client(url_path, file, offset, to_send)
-        if sent < length or allowance is not None:
+        if drop is not None and drop[1]:
+            self.wfile.flush()
+            time.sleep(drop[1])
+        if sent < length or drop is not None:
             # A body short of its Content-Length can only be told by closing; a planned drop
             # closes even when the allowance covered the whole body.
             self.close_connection = True
@@ -489,11 +492,15 @@ class Mirror:
             raise ValueError(f"status must be an error status (400-599), not {status}")
         self._server.faults.add_failure(url_path_of(path), status, _positive(times))
 
-    def drop_after(self, path: str, n_bytes: int, times: int = 1) -> None:
-        """Cut the next ``times`` GETs of ``path`` after the headers and ``n_bytes`` of body."""
-        if n_bytes < 0:
-            raise ValueError(f"n_bytes must be >= 0, not {n_bytes}")
-        self._server.faults.add_drop(url_path_of(path), n_bytes, _positive(times))
+    def drop_after(self, path: str, n_bytes: int, times: int = 1, linger: float = 0.0) -> None:
+        """Cut the next ``times`` GETs of ``path`` after the headers and ``n_bytes`` of body.
+
+        ``linger`` seconds pass between the last byte and the cut, so that a client has read those
+        bytes when it sees the cut (on loopback the cut would otherwise come with them).
+        """
+        if n_bytes < 0 or linger < 0:
+            raise ValueError(f"n_bytes and linger must be >= 0, not {n_bytes} and {linger}")
+        self._server.faults.add_drop(url_path_of(path), n_bytes, linger, _positive(times))
 
     def stall(self, path: str, seconds: float, times: int = 1) -> None:
         """Make the next ``times`` GETs of ``path`` wait ``seconds`` between their headers and their body."""
@@ -503,7 +510,9 @@ class Mirror:
 
     def cap_replies(self, path: str, n_bytes: int) -> None:
         """Answer every ranged GET of ``path`` with at most ``n_bytes`` of body (206 with a shorter Content-Range)."""
-        self._server.faults.add_reply_cap(url_path_of(path), _positive(n_bytes))
+        if n_bytes < 1:
+            raise ValueError(f"n_bytes must be >= 1, not {n_bytes}")
+        self._server.faults.add_reply_cap(url_path_of(path), n_bytes)
 
     def require_password(self, user: str, password: str) -> None:
         """Answer 401 to every request that does not carry these basic-auth credentials."""
