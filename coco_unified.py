@@ -953,7 +953,9 @@ def split_credentials(url: str | None) -> tuple[str | None, OriginCredentials | 
 def http_storage_options(
     storage_options: dict | None, read_timeout: float | None = None, credentials: OriginCredentials | None = None
 ) -> dict:
-    """datasets' storage options with what every HTTP read needs; the given options win.
+    """datasets' storage options with what every HTTP read needs, where the options do not say otherwise.
+
+    A `read_timeout` given here replaces theirs (it is the builder's read_timeout=).
 
     aiohttp reads HTTP(S)_PROXY, NO_PROXY and ~/.netrc only with trust_env=True (datasets sets it
     for its downloads, fsspec does not: docs/FACTS.md); a stall longer than `read_timeout` raises

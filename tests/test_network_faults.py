@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 
 import coco_unified
@@ -97,8 +98,6 @@ def test_a_password_in_base_url_is_sent_and_written_nowhere(mirror, tmp_path):
         ["doc2vec", "--base-url", secret_url, "--output", str(sidecar), "--epochs", "2", "--infer-epochs", "2"],
         ["push", "--base-url", secret_url, "--doc2vec-path", str(sidecar), "--configs", "default", "no_images"]
         + ["--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "hub"), "--dry-run"],
-        ["push", "--mode", "script", "--doc2vec-path", str(sidecar), "--output", str(tmp_path / "script")]
-        + ["--dry-run"],
     ]
     logs = []
     for command in commands:
@@ -112,6 +111,25 @@ def test_a_password_in_base_url_is_sent_and_written_nowhere(mirror, tmp_path):
     assert "127.0.0.1" in (tmp_path / "hub" / "README.md").read_text()  # the source is there, without its password
     assert every_file_holding(tmp_path, PASSWORD) == []
     assert not any(PASSWORD in log for log in logs)
+
+
+def test_a_sidecar_recording_a_password_is_published_without_it(sidecar_with_password, tmp_path):
+    from tools.lib.publish import PublishOptions, write_folder
+
+    with pytest.raises(coco_unified.CocoError, match=r"records a URL with a password .*'http://127\.0\.0\.1:8000'"):
+        write_folder(PublishOptions(output=str(tmp_path / "script"), mode="script", doc2vec_path=sidecar_with_password))
+    assert not (tmp_path / "script").exists()
+
+
+@pytest.fixture
+def sidecar_with_password(oracle, tmp_path):
+    """A sidecar as `coco-unified doc2vec` wrote it before it left credentials out of the provenance."""
+    path = str(tmp_path / "old.parquet")
+    vectors = np.zeros((len(oracle), coco_unified.DOC2VEC_DIM), np.float32)
+    coco_unified.write_doc2vec_sidecar(
+        path, sorted(oracle), vectors, {"source": f"http://{USER}:{PASSWORD}@127.0.0.1:8000"}
+    )
+    return path
 
 
 def test_base_url_without_the_password_is_refused_and_errors_do_not_show_it(mirror, tmp_path):

@@ -347,7 +347,7 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
         first, last = byte_range if byte_range else (0, size - 1)
         cap = self.server.faults.reply_cap(url_path)
         if byte_range is not None and cap is not None:
-            last = min(last, first + cap - 1)  # a shorter 206 than asked for: legal, RFC 9110 §14.2
+            last = min(last, first + cap - 1)  # a 206 whose Content-Range names fewer bytes than asked
         self._send_file_headers(file.name, size, first, last, partial=byte_range is not None)
         if send_body:
             self._send_body(url_path, file, first, last - first + 1)
