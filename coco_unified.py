@@ -884,9 +884,9 @@ def _options_for(location: str, storage_options: dict | None) -> dict:
 
 def _is_stale_download(path: str, dl_manager) -> bool:
     """A file of datasets' download cache that is not a readable zip (a download cut short earlier)."""
-    cache_dir = dl_manager.download_config.cache_dir
-    if dl_manager.is_streaming or not cache_dir or not _is_local(path):
+    if dl_manager.is_streaming or not dl_manager.download_config.cache_dir or not _is_local(path):
         return False
+    cache_dir = dl_manager.download_config.cache_dir
     inside = os.path.commonpath([os.path.abspath(path), os.path.abspath(cache_dir)]) == os.path.abspath(cache_dir)
     return inside and not zipfile.is_zipfile(path)
 
@@ -901,16 +901,19 @@ def redact_url(url: str) -> str:
     """
     if not isinstance(url, str) or "://" not in url:
         return url
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
+    parts = urllib.parse.urlsplit(_without_user_info(url))
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if not any(SECRET_QUERY_PARAMETER.search(name) for name, _ in pairs):
+        return parts.geturl()
     query = urllib.parse.urlencode(
-        [
-            (name, "REDACTED" if SECRET_QUERY_PARAMETER.search(name) else value)
-            for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="/:",
+        [(name, "REDACTED" if SECRET_QUERY_PARAMETER.search(name) else value) for name, value in pairs], safe="/:"
     )
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+def _without_user_info(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class OriginCredentials:
@@ -947,7 +950,7 @@ def split_credentials(url: str | None) -> tuple[str | None, OriginCredentials | 
         urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
     )
     origin = (parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme))
-    return redact_url(url), OriginCredentials(origin, authorization)
+    return _without_user_info(url), OriginCredentials(origin, authorization)
 
 
 def http_storage_options(
