@@ -1066,8 +1066,11 @@ def diagnose(error: BaseException) -> NetworkFailure | None:
         if isinstance(status, int) and status >= 400:
             host = getattr(getattr(cause, "request_info", None), "url", None)
             server = f" from {host.host}{f':{host.port}' if host.port else ''}" if host is not None else ""
+            denied = " (refused credentials: give them as https://USER:PASSWORD@host or in ~/.netrc)"
             return NetworkFailure(
-                f"HTTP {status}{server}", status in TRANSIENT_STATUSES, not_found=status in (404, 410)
+                f"HTTP {status}{server}{denied if status in (401, 403) else ''}",
+                status in TRANSIENT_STATUSES,
+                not_found=status in (404, 410),
             )
         if isinstance(cause, OfflineModeIsEnabled):
             return NetworkFailure("datasets' offline mode is on (HF_HUB_OFFLINE=1)", transient=False)

@@ -134,7 +134,9 @@ def sidecar_with_password(oracle, tmp_path):
 
 def test_base_url_without_the_password_is_refused_and_errors_do_not_show_it(mirror, tmp_path):
     mirror.require_password(USER, PASSWORD)
-    with pytest.raises(ServerUnreachableError, match=r"HTTP 401 from 127\.0\.0\.1:\d+ after 1 attempt"):
+    with pytest.raises(
+        ServerUnreachableError, match=r"HTTP 401 from 127\.0\.0\.1:\d+ \(refused credentials: .*\) after 1 attempt"
+    ):
         streamed_rows(tmp_path, "no_images", base_url=mirror.base_url)
     with pytest.raises(MissingPartError, match="not found") as caught:
         streamed_rows(tmp_path, "no_images", base_url=with_password(mirror.base_url) + "/no-such-mirror")
