@@ -19,7 +19,9 @@ import pytest
 
 import coco_unified
 from coco_unified import ArchiveError, CocoUnified, MissingPartError, ServerUnreachableError
+from tools.fakes.http_mirror import serve_mirror
 from tools.fakes.http_proxy import serve_proxy
+from tools.lib.publish import PublishOptions, write_folder
 
 REPO = Path(__file__).resolve().parents[1]
 # The coco-unified command of this checkout (the installed one may be another's).
@@ -114,8 +116,6 @@ def test_a_password_in_base_url_is_sent_and_written_nowhere(mirror, tmp_path):
 
 
 def test_a_sidecar_recording_a_password_is_published_without_it(sidecar_with_password, tmp_path):
-    from tools.lib.publish import PublishOptions, write_folder
-
     with pytest.raises(coco_unified.CocoError, match=r"records a URL with a password .*'http://127\.0\.0\.1:8000'"):
         write_folder(PublishOptions(output=str(tmp_path / "script"), mode="script", doc2vec_path=sidecar_with_password))
     assert not (tmp_path / "script").exists()
@@ -194,8 +194,6 @@ def test_a_truncated_cached_download_is_fetched_again(mirror, oracle, tmp_path, 
 
 
 def test_a_download_truncated_again_names_the_cache_file_and_force_redownload(sample_copy, tmp_path):
-    from tools.fakes.http_mirror import serve_mirror
-
     archive = sample_copy / "annotations_trainval2017.zip"
     archive.write_bytes(archive.read_bytes()[:-1000])
     with serve_mirror(sample_copy) as truncating:
