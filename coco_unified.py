@@ -48,17 +48,21 @@ import functools
 import gc
 import hashlib
 import inspect
+import io
 import json
 import numbers
 import os
+import re
 import socket
 import struct
 import sys
 import time
+import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
+import aiohttp
 import datasets
 import fsspec
 import msgspec
@@ -259,13 +263,18 @@ DEFAULT_NUM_SHARDS = 16
 MAX_SKIPPED_BYTES = 4 << 20
 READ_CHUNK = 1 << 20
 READ_AHEAD = 256 << 10
-# Retries of a dropped or refused remote read, waiting 1, 2, 4, ... times this many seconds: a
-# read that dies 10 GB into train2017.zip is worth resuming patiently.
-RETRIES = 5
+# Every remote read (a HEAD, a ranged GET, a download) is tried this many times while it fails in
+# a way that may pass (a busy server, a dropped connection, a stall), waiting 1, 2, 4, ... times
+# RETRY_BASE_DELAY seconds in between (15.5 s in all). Bytes arriving since the last failure give a
+# read a fresh budget: a read that dies 10 GB into train2017.zip is worth resuming patiently.
+ATTEMPTS = 6
 RETRY_BASE_DELAY = 0.5
-# Tries to reach a remote file before reading it: a server that is down for all of them (1.5 s
-# of waiting) is reported, with how to work offline.
-OPEN_ATTEMPTS = 3
+# Seconds a remote read may wait for its next bytes before the stall counts as a failure. aiohttp's
+# own default is a 300 s limit on each whole request, which a multi-GB download outlasts.
+DEFAULT_READ_TIMEOUT = 60.0
+# Query parameters whose values are secrets (access tokens, signatures of presigned URLs, keys):
+# URLs are stored, logged and shown with these values replaced.
+SECRET_QUERY_PARAMETER = re.compile(r"token|sig|key|secret|pass|pwd|auth|credential", re.IGNORECASE)
 # HTTP statuses of a busy or restarting server: a later try may succeed.
 TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 
@@ -638,7 +647,11 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
         feature_sidecars: more vector columns joined by image_id, as {column: sidecar path}, e.g.
             {"vgg19_fc7": "vgg19.parquet", "clip_text": "clip.parquet"}: each becomes a float32
             column of the sidecar's dimension (sidecars written by `coco-unified image-features`).
-        base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...).
+        base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...). A user
+            and password in it (`https://USER:PASSWORD@host`) are sent to that host only, as a
+            header: they are kept out of the cache, the logs and the messages.
+        read_timeout: seconds a remote read may wait for its next bytes before it is retried; it
+            does not change what is built, so it is not part of the cache's name.
         num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
         protocol: the name of a protocol of PROTOCOLS (hashing, dsph, ucch, dchn, karpathy): instead of
             one `train` split of the pool, that protocol's splits (`coco-unified protocol --protocol NAME`
@@ -653,6 +666,7 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
     doc2vec_path: str | None = None
     feature_sidecars: dict[str, str] | None = None
     base_url: str | None = None
+    read_timeout: float = DEFAULT_READ_TIMEOUT
     num_shards: int = DEFAULT_NUM_SHARDS
     protocol: str | None = None
     protocol_seed: int | None = None
@@ -689,6 +703,20 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
         if self.feature_sidecars is not None:
             check_feature_sidecars(self.feature_sidecars, self.doc2vec)
         check_source_arguments(self.data_dir, self.base_url)
+        if (
+            isinstance(self.read_timeout, bool)
+            or not isinstance(self.read_timeout, numbers.Real)
+            or self.read_timeout <= 0
+        ):
+            raise ConfigError(
+                f"read_timeout={self.read_timeout!r}: pass the seconds a remote read may stall, "
+                f"e.g. read_timeout={DEFAULT_READ_TIMEOUT:g}, the default."
+            )
+
+    def create_config_id(self, config_kwargs: dict, custom_features=None) -> str:
+        # How patiently the network is read does not change the rows: one cache whatever the timeout.
+        config_kwargs = {name: value for name, value in config_kwargs.items() if name != "read_timeout"}
+        return super().create_config_id(config_kwargs, custom_features)
 
     def sidecar_columns(self, storage_options: dict | None = None) -> list[SidecarColumn]:
         """The columns joined from sidecars: doc2vec, then those of feature_sidecars (their footers are read)."""
@@ -728,7 +756,7 @@ def check_source_arguments(data_dir, base_url) -> None:
     """data_dir (a local copy) or base_url (a mirror) or neither (the official host), well formed."""
     if data_dir is not None and base_url is not None:
         raise ConfigError(
-            f"data_dir={data_dir!r} and base_url={base_url!r} both given: pass data_dir for a local copy "
+            f"data_dir={data_dir!r} and base_url={redact_url(base_url)!r} both given: pass data_dir for a local copy "
             "or base_url for a mirror, not both."
         )
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
@@ -737,7 +765,8 @@ def check_source_arguments(data_dir, base_url) -> None:
         isinstance(base_url, str) and base_url.split("://", 1)[0] in ("http", "https", "file") and "://" in base_url
     ):
         raise ConfigError(
-            f"base_url={base_url!r}: pass an http://, https:// or file:// URL of a mirror with the official "
+            f"base_url={redact_url(base_url) if isinstance(base_url, str) else base_url!r}: pass an http://, https:// "
+            "or file:// URL of a mirror with the official "
             f"layout (e.g. base_url={OFFICIAL_BASE_URL!r}), or data_dir= for a local folder."
         )
 
@@ -841,8 +870,13 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         # Used directly (datasets >= 4 loads no scripts), relative paths such as the default
         # sidecar resolve next to this file, as they do next to the script when it is loaded.
         kwargs.setdefault("base_path", os.path.dirname(os.path.abspath(__file__)))
+        # A password in base_url travels as a header from here on, never in a URL datasets stores.
+        base_url, credentials = split_credentials(kwargs.get("base_url"))
+        if credentials is not None:
+            kwargs["base_url"] = base_url
         super().__init__(*args, **kwargs)
         self.config.check()
+        self.storage_options = http_storage_options(self.storage_options, self.config.read_timeout, credentials)
         self.categories = CategoryMap()
         self._check_sha256 = False  # set by download_and_prepare(verification_mode="all_checks")
 
@@ -1100,14 +1134,32 @@ class Source:
     storage_options: dict = dataclasses.field(default_factory=dict, compare=False)
 
     def fetched_by(self, dl_manager) -> Source:
-        """This part through the download manager: a cached download when preparing, the URL when streaming."""
+        """This part through the download manager: a cached download when preparing, the URL when streaming.
+
+        A cached download that is not a readable zip (cut short earlier) is fetched again, once.
+        """
         if not self.zipped:
             return self
-        return dataclasses.replace(self, read_from=reach(self.found_at, lambda: dl_manager.download(self.found_at)))
+        fetched = reach(self.found_at, lambda: dl_manager.download(self.found_at))
+        if _is_stale_download(fetched, dl_manager):
+            logger.warning(
+                f"{fetched}, the cached download of {self.found_at}, is not a readable zip: fetching it again"
+            )
+            os.remove(fetched)
+            fetched = reach(self.found_at, lambda: dl_manager.download(self.found_at))
+            if _is_stale_download(fetched, dl_manager):
+                raise ArchiveError(
+                    f"{fetched}, downloaded from {self.found_at}, is not a readable zip even when fetched again; "
+                    'the server sends a truncated or corrupt file. Delete it and load with download_mode="force_redownload", '
+                    "or use another mirror."
+                )
+        return dataclasses.replace(self, read_from=fetched)
 
     def open(self):
-        """A seekable binary file (fsspec's ranged HTTP file for a URL)."""
-        return open_location(self.read_from, self.storage_options)
+        """A seekable binary file; a URL's reads go through a ByteRangeReader, with its retries."""
+        if _is_local(self.read_from):
+            return open_location(self.read_from, self.storage_options)
+        return io.BufferedReader(RangedFile(self.reader(), self.size()), buffer_size=READ_AHEAD)
 
     def size(self) -> int:
         fs, path = fsspec.core.url_to_fs(self.read_from, **_options_for(self.read_from, self.storage_options))
@@ -1118,9 +1170,13 @@ class Source:
 
 
 def locate_sources(data_dir=None, base_url=None, storage_options: dict | None = None) -> dict[str, Source]:
-    """Where each part lives: a local copy (zips or extracted folders), a mirror, or the official host."""
+    """Where each part lives: a local copy (zips or extracted folders), a mirror, or the official host.
+
+    A user and password in base_url leave the URLs and go with the storage options, to its host only.
+    """
     check_source_arguments(data_dir, base_url)
-    options = storage_options or {}
+    base_url, credentials = split_credentials(base_url)
+    options = http_storage_options(storage_options, credentials=credentials)
     if data_dir is None:
         base = (base_url or OFFICIAL_BASE_URL).rstrip("/")
         return {
@@ -1219,7 +1275,102 @@ def _is_local(location: str) -> bool:
 
 def _options_for(location: str, storage_options: dict | None) -> dict:
     """`datasets` keys storage options by protocol ({"hf": {...}}); fsspec takes one protocol's."""
-    return (storage_options or {}).get(fsspec.utils.get_protocol(location), {})
+    return http_storage_options(storage_options).get(fsspec.utils.get_protocol(location), {})
+
+
+def _is_stale_download(path: str, dl_manager) -> bool:
+    """A file of datasets' download cache that is not a readable zip (a download cut short earlier)."""
+    if dl_manager.is_streaming or not dl_manager.download_config.cache_dir or not _is_local(path):
+        return False
+    cache_dir = dl_manager.download_config.cache_dir
+    inside = os.path.commonpath([os.path.abspath(path), os.path.abspath(cache_dir)]) == os.path.abspath(cache_dir)
+    return inside and not zipfile.is_zipfile(path)
+
+
+# ----------------------------------------------------------------------------- remote access
+
+
+def redact_url(url: str) -> str:
+    """`url` as it may be stored, logged or shown: no user info, secret query values replaced by REDACTED.
+
+    Anything that is not a URL (a local path) is returned as it is.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        return url
+    parts = urllib.parse.urlsplit(_without_user_info(url))
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if not any(SECRET_QUERY_PARAMETER.search(name) for name, _ in pairs):
+        return parts.geturl()
+    query = urllib.parse.urlencode(
+        [(name, "REDACTED" if SECRET_QUERY_PARAMETER.search(name) else value) for name, value in pairs], safe="/:"
+    )
+    return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+def _without_user_info(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class OriginCredentials:
+    """An aiohttp client middleware that adds basic-auth credentials to the requests for one origin.
+
+    So a password given in base_url reaches its server without being in any URL that datasets
+    or fsspec store (the download cache's metadata, dataset_info.json), and never reaches another
+    host (a sidecar's, a redirect's). Its repr shows the origin only.
+    """
+
+    def __init__(self, origin: tuple[str, str, int | None], authorization: str):
+        self.origin = origin
+        self._authorization = authorization
+
+    def __repr__(self) -> str:
+        # The object's id keeps fsspec, which caches a filesystem per repr of its options, from
+        # reusing one made with another password.
+        return f"OriginCredentials({self.origin[0]}://{self.origin[1]}:{self.origin[2]} at {id(self):#x})"
+
+    async def __call__(self, request, handler):
+        if (request.url.scheme, request.url.host, request.url.port) == self.origin:
+            request.headers[aiohttp.hdrs.AUTHORIZATION] = self._authorization
+        return await handler(request)
+
+
+def split_credentials(url: str | None) -> tuple[str | None, OriginCredentials | None]:
+    """`url` without a user and password, and the middleware that sends them to its origin; (url, None) if none."""
+    if not isinstance(url, str) or "://" not in url:
+        return url, None
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    authorization = aiohttp.encode_basic_auth(
+        urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+    )
+    origin = (parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme))
+    return _without_user_info(url), OriginCredentials(origin, authorization)
+
+
+def http_storage_options(
+    storage_options: dict | None, read_timeout: float | None = None, credentials: OriginCredentials | None = None
+) -> dict:
+    """datasets' storage options with what every HTTP read needs, where the options do not say otherwise.
+
+    A `read_timeout` given here replaces theirs (it is the builder's read_timeout=).
+
+    aiohttp reads HTTP(S)_PROXY, NO_PROXY and ~/.netrc only with trust_env=True (datasets sets it
+    for its downloads, fsspec does not: docs/FACTS.md); a stall longer than `read_timeout` raises
+    and is retried; `credentials` go with every request to their origin.
+    """
+    options = dict(storage_options or {})
+    for protocol in ("http", "https"):
+        own = dict(options.get(protocol, {}))
+        client = dict(own.get("client_kwargs", {}))
+        client.setdefault("trust_env", True)
+        if read_timeout is not None or "timeout" not in client:
+            client["timeout"] = aiohttp.ClientTimeout(total=None, sock_read=read_timeout or DEFAULT_READ_TIMEOUT)
+        if credentials is not None:
+            client["middlewares"] = (*client.get("middlewares", ()), credentials)
+        options[protocol] = {**own, "client_kwargs": client}
+    return options
 
 
 def open_location(
@@ -1242,36 +1393,56 @@ _Result = TypeVar("_Result")
 
 
 def reach(location: str, action: Callable[[], _Result], advice: str | None = None) -> _Result:
-    """Run `action`, which opens or downloads `location`, retrying remote failures that may pass.
+    """Run `action`, which opens, sizes or downloads `location`, under the retry policy of `Attempts`.
 
-    A remote location is tried OPEN_ATTEMPTS times while the failure may pass (a busy server, a
-    refused or dropped connection). Failures become the CocoError that says what happened, what
-    was tried and how to work offline.
+    Failures become the CocoError that says what happened, what was tried and how to work offline.
     """
-    remote = not _is_local(location)
-    started = time.monotonic()
-    attempt = 1
+    attempts = Attempts(location, remote=not _is_local(location), advice=advice)
     while True:
         try:
             return action()
-        except Exception as error:  # noqa: BLE001 - classified right below; anything else goes on as it is
-            failure = diagnose(error) if remote else None
-            if failure is None and isinstance(error, FileNotFoundError):
-                raise missing_error(location, None, advice) from error
-            if failure is None and isinstance(error, OSError):
-                raise (ServerUnreachableError if remote else MissingPartError)(
-                    f"{location}: cannot be opened ({error!r}); check {'base_url and the network' if remote else 'data_dir'}."
-                ) from error
-            if failure is None:
-                raise
-            if failure.not_found or not failure.transient or attempt == OPEN_ATTEMPTS:
-                raise unreachable_error(location, failure, attempt, time.monotonic() - started, advice) from error
-        delay = RETRY_BASE_DELAY * 2 ** (attempt - 1)
+        except Exception as error:  # noqa: BLE001 - classified by Attempts; anything else goes on as it is
+            attempts.failed(error)
+
+
+class Attempts:
+    """The retry policy of every remote read: ATTEMPTS tries with exponential backoff while the failure may pass.
+
+    A busy server (HTTP 408, 429, 5xx), a refused, dropped or stalled connection may pass; a 404
+    or anything that is not a network failure does not. `progressed` gives a fresh budget: a read
+    that keeps receiving bytes between failures is resumed however many it meets.
+    """
+
+    def __init__(self, location: str, remote: bool, advice: str | None = None, span: str = ""):
+        self.location, self.remote, self.advice, self.span = location, remote, advice, span
+        self.failures = 0
+        self.started = time.monotonic()
+
+    def progressed(self) -> None:
+        self.failures = 0
+
+    def failed(self, error: BaseException) -> None:
+        """Wait before the next try, or raise the CocoError telling why there is none."""
+        shown = redact_url(self.location) + self.span
+        failure = diagnose(error) if self.remote else None
+        if failure is None and isinstance(error, FileNotFoundError):
+            raise missing_error(self.location, None, self.advice) from error
+        if failure is None and isinstance(error, OSError):
+            raise (ServerUnreachableError if self.remote else MissingPartError)(
+                f"{shown}: cannot be opened ({error!r}); check {'base_url and the network' if self.remote else 'data_dir'}."
+            ) from error
+        if failure is None:
+            raise error
+        self.failures += 1
+        if failure.not_found or not failure.transient or self.failures >= ATTEMPTS:
+            raise unreachable_error(
+                self.location, failure, self.failures, time.monotonic() - self.started, self.advice, self.span
+            ) from error
+        delay = RETRY_BASE_DELAY * 2 ** (self.failures - 1)
         logger.warning(
-            f"{location}: {failure.reason} (attempt {attempt} of {OPEN_ATTEMPTS}); trying again in {delay:.1f} s"
+            f"{shown}: {failure.reason} (attempt {self.failures} of {ATTEMPTS}); trying again in {delay:.2f} s"
         )
         time.sleep(delay)
-        attempt += 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1289,15 +1460,24 @@ def diagnose(error: BaseException) -> NetworkFailure | None:
     while cause is not None and depth < 10:
         status = getattr(cause, "status", None)
         if isinstance(status, int) and status >= 400:
-            return NetworkFailure(f"HTTP {status}", status in TRANSIENT_STATUSES, not_found=status in (404, 410))
+            host = getattr(getattr(cause, "request_info", None), "url", None)
+            server = f" from {host.host}{f':{host.port}' if host.port else ''}" if host is not None else ""
+            denied = " (refused credentials: give them as https://USER:PASSWORD@host or in ~/.netrc)"
+            return NetworkFailure(
+                f"HTTP {status}{server}{denied if status in (401, 403) else ''}",
+                status in TRANSIENT_STATUSES,
+                not_found=status in (404, 410),
+            )
         if isinstance(cause, OfflineModeIsEnabled):
             return NetworkFailure("datasets' offline mode is on (HF_HUB_OFFLINE=1)", transient=False)
         if isinstance(cause, socket.gaierror):
             return NetworkFailure(f"the host name does not resolve ({cause.strerror})", transient=True)
         if isinstance(cause, ConnectionRefusedError):
             return NetworkFailure("connection refused", transient=True)
+        if isinstance(cause, (TimeoutError, aiohttp.ServerTimeoutError)):
+            return NetworkFailure("no data within the read timeout (read_timeout=)", transient=True)
         cause, depth = cause.__cause__ or cause.__context__, depth + 1
-    if isinstance(error, (ConnectionError, TimeoutError, EOFError)) or type(error).__module__.startswith("aiohttp"):
+    if isinstance(error, (ConnectionError, EOFError)) or type(error).__module__.startswith("aiohttp"):
         return NetworkFailure(f"connection lost ({error!r})", transient=True)
     return None
 
@@ -1306,17 +1486,19 @@ def missing_error(location: str, failure: NetworkFailure | None, advice: str | N
     if _is_local(location):
         return MissingPartError(f"{location} not found; check data_dir (or a file:// base_url).")
     reason = failure.reason if failure else "no such file"
-    return MissingPartError(f"{location}: not found ({reason}, 1 attempt). {advice or _coco_advice(location, True)}")
+    return MissingPartError(
+        f"{redact_url(location)}: not found ({reason}, 1 attempt). {advice or _coco_advice(location, True)}"
+    )
 
 
 def unreachable_error(
-    location: str, failure: NetworkFailure, attempts: int, seconds: float, advice: str | None = None
+    location: str, failure: NetworkFailure, attempts: int, seconds: float, advice: str | None = None, span: str = ""
 ) -> CocoError:
     if failure.not_found:
         return missing_error(location, failure, advice)
     return ServerUnreachableError(
-        f"{location}: cannot be reached: {failure.reason} ({number_of(attempts, 'attempt')} over {seconds:.1f} s). "
-        f"{advice or _coco_advice(location, False)}"
+        f"{redact_url(location)}{span}: cannot be reached: {failure.reason} after {number_of(attempts, 'attempt')} "
+        f"over {seconds:.1f} s. {advice or _coco_advice(location, False)}"
     )
 
 
@@ -1383,6 +1565,44 @@ def read_zip_directory(archive, archive_name: str) -> list[ZipMember]:
     return members
 
 
+class RangedFile(io.RawIOBase):
+    """A seekable read-only file over a ByteRangeReader, for zipfile to read a remote central directory.
+
+    Each read from a new position is one ranged GET to the end of the file, with the reader's
+    retries and its check that the server honours Range; zipfile reads the directory in a few.
+    """
+
+    def __init__(self, reader: ByteRangeReader, size: int):
+        self._reader, self._size, self._position = reader, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        wanted = min(len(buffer), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        self._reader.move_to(self._position, self._size)
+        buffer[:wanted] = self._reader.read(wanted)
+        self._position += wanted
+        return wanted
+
+    def close(self) -> None:
+        self._reader.close()
+        super().close()
+
+
 def read_source_directory(source: Source) -> list[ZipMember]:
     with source.open() as archive:
         return read_zip_directory(archive, source.read_from)
@@ -1391,20 +1611,23 @@ def read_source_directory(source: Source) -> list[ZipMember]:
 class ByteRangeReader:
     """Reads a local file or a URL sequentially from an offset, one request per contiguous run.
 
-    Remote runs are single ranged GETs (fsspec's streaming HTTP file); a dropped connection or a
-    busy server is retried from the byte offset reached. Reads are served from a read-ahead
-    buffer, because each call into fsspec's event loop costs more than a small image. Moving
-    backwards or far ahead starts a new run.
+    Remote runs are single ranged GETs (fsspec's streaming HTTP file); a dropped or stalled
+    connection or a busy server is retried from the byte offset reached, under the policy of
+    `Attempts`; a reply that ends early but cleanly (a server may cap each 206 reply) is continued
+    from there with a new request, at once. Reads are served from a read-ahead buffer, because
+    each call into fsspec's event loop costs more than a small image. Moving backwards or far
+    ahead starts a new run.
     """
 
     def __init__(self, location: str, storage_options: dict | None = None):
-        self.location = location
+        self.location = redact_url(location)  # as messages show it
         self._fs, self._path = fsspec.core.url_to_fs(location, **_options_for(location, storage_options))
         self._remote = not isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
         self._file = None
         self._buffer = bytearray()  # bytes [position, position + len(_buffer)), already received
         self.position = 0
         self._end = 0
+        self._reply_start = 0  # where the current reply began
 
     # Bound to the class: at interpreter exit, when an unfinished generator is closed, the module's
     # globals (`sys` included) are already cleared.
@@ -1443,51 +1666,62 @@ class ByteRangeReader:
 
     def _fill(self, num_bytes: int) -> None:
         """Receive until the buffer holds `num_bytes`, retrying transient failures from the offset reached."""
-        failures = 0
-        started = time.monotonic()
+        attempts = Attempts(self.location, self._remote)
         while len(self._buffer) < num_bytes:
             reached = self.position + len(self._buffer)
+            attempts.span = f" (bytes {reached:,}-{self.position + num_bytes:,})"
             try:
                 if self._file is None:
                     self._file = self._open(reached)
                 part = self._file.read(max(num_bytes - len(self._buffer), min(READ_AHEAD, self._end - reached)))
-                if not part:
-                    raise EOFError(f"connection closed at byte {reached:,}")
-            except Exception as error:  # noqa: BLE001 - classified right below
+            except ArchiveError:
+                raise
+            except Exception as error:  # noqa: BLE001 - classified by Attempts
                 self._drop_connection()
-                failure = diagnose(error) if self._remote else None
-                if failure is not None and failure.transient and failures < RETRIES:
-                    failures += 1
-                    delay = RETRY_BASE_DELAY * 2 ** (failures - 1)
-                    logger.warning(
-                        f"{self.location}: {failure.reason} at byte {reached:,} (retry {failures} of {RETRIES}); "
-                        f"resuming in {delay:.2f} s"
-                    )
-                    time.sleep(delay)
-                    continue
-                span = f"bytes {reached:,}-{self.position + num_bytes:,}"
-                if failure is not None:
-                    raise unreachable_error(
-                        f"{self.location} ({span})", failure, failures + 1, time.monotonic() - started
+                if not self._remote:
+                    raise ArchiveError(
+                        f"{self.location}: reading{attempts.span} failed ({error!r}); the file is truncated or "
+                        "corrupt, download it again."
                     ) from error
+                attempts.failed(error)
+                continue
+            if part:
+                self._buffer += part
+                attempts.progressed()
+            elif not self._remote:
                 raise ArchiveError(
-                    f"{self.location}: reading {span} failed ({error!r}); the file is truncated or corrupt, "
-                    "download it again."
-                ) from error
-            self._buffer += part
+                    f"{self.location}: the file ends at byte {reached:,}, before byte {self.position + num_bytes:,}; "
+                    "it is truncated, download it again."
+                )
+            elif reached > self._reply_start:
+                # The reply ended cleanly after some bytes: a server may cap each reply (legal HTTP).
+                # Ask for the rest at once; this is no failure.
+                self._drop_connection()
+            else:
+                self._drop_connection()
+                attempts.failed(EOFError(f"the server sent no bytes from byte {reached:,}"))
 
     def _open(self, offset: int):
+        self._reply_start = offset
         if not self._remote:
             file = self._fs.open(self._path, "rb")
             file.seek(offset)
             return file
-        return self._fs.open(
+        file = self._fs.open(
             self._path,
             "rb",
             block_size=0,
             size=self._end - offset,
             headers={"Range": f"bytes={offset}-{self._end - 1}"},
         )
+        if file.r.status != 206 and (offset > 0 or self._end < int(file.r.headers.get("Content-Length", self._end))):
+            file.close()
+            raise ArchiveError(
+                f"{self.location}: the server ignores Range requests (answered {file.r.status} to a ranged GET of "
+                f"bytes {offset:,}-{self._end - 1:,}); COCO is read in byte ranges. Use a mirror that serves them, "
+                "or download the zips and pass data_dir."
+            )
+        return file
 
     def _drop_connection(self) -> None:
         """Close the connection but keep what it delivered: the next read resumes after it."""

@@ -225,6 +225,33 @@ def test_ignore_range_answers_200_with_the_whole_file(mirror, blob):
             seekable.read(10)
 
 
+def test_cap_replies_answers_a_shorter_206_than_asked(mirror, connection, blob):
+    mirror.cap_replies("blob.bin", 1000)
+    response, body = request(connection, "GET", "/blob.bin", {"Range": "bytes=10-99999"})
+    assert response.status == 206
+    assert response.headers["Content-Range"] == f"bytes 10-1009/{BLOB_SIZE}"
+    assert body == blob[10:1010]
+    assert request(connection, "GET", "/blob.bin")[1] == blob  # a whole-file GET is not capped
+
+
+def test_stall_holds_the_body_after_the_headers(mirror, connection, blob):
+    mirror.stall("blob.bin", 1.0)
+    connection.timeout = 0.2
+    connection.request("GET", "/blob.bin", headers={"Range": "bytes=0-9"})
+    response = connection.getresponse()
+    assert response.status == 206
+    with pytest.raises(TimeoutError):
+        response.read()
+
+
+def test_require_password_answers_401_without_the_credentials(mirror, blob):
+    mirror.require_password("alice", "s3cret")
+    refused = requests.get(mirror.url("blob.bin"))
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
+    assert requests.get(mirror.url("blob.bin"), auth=("alice", "wrong")).status_code == 401
+    assert requests.get(mirror.url("blob.bin"), auth=("alice", "s3cret")).content == blob
+
+
 def test_corrupt_serves_other_bytes_across_chunks_and_leaves_the_file(mirror, mirror_root, blob):
     offset, bad = CHUNK_SIZE - 3, b"\x00\x01\x02\x03\x04\x05"
     mirror.corrupt("blob.bin", offset, bad)
@@ -254,6 +281,8 @@ def test_corrupt_zip_member_fails_its_crc_check(coco_mirror, mirror_root):
         lambda mirror: mirror.fail_status("blob.bin", 200),
         lambda mirror: mirror.fail_status("blob.bin", 503, times=0),
         lambda mirror: mirror.drop_after("blob.bin", -1),
+        lambda mirror: mirror.cap_replies("blob.bin", 0),
+        lambda mirror: mirror.stall("blob.bin", 0),
         lambda mirror: mirror.corrupt("blob.bin", BLOB_SIZE - 1, b"xy"),
         lambda mirror: mirror.corrupt("blob.bin", 0, b""),
     ],

@@ -29,8 +29,10 @@ Accounting: requests and body bytes per URL path (``Mirror.traffic``). A chunk i
 is handed to the socket, so a client that stops reading early is charged for what the socket
 buffers had already taken (up to a few MiB): what it cost the server, not what the client read.
 
-Fault injection, per URL path and thread-safe: ``fail_status`` and ``drop_after`` are used up
-after a given number of requests; ``ignore_range`` and ``corrupt`` stay until ``clear_faults``.
+Fault injection, per URL path and thread-safe: ``fail_status``, ``drop_after`` and ``stall`` are
+used up after a given number of requests; ``ignore_range``, ``cap_replies`` and ``corrupt`` stay
+until ``clear_faults``. ``require_password`` makes every request need basic-auth credentials
+(401 without them), so a client's credentials are known to be really sent.
 
 Proxies: aiohttp sessions created with ``trust_env=True`` (as ``datasets`` creates them) send
 even loopback requests through ``HTTP_PROXY`` unless ``NO_PROXY`` covers the host, so clients of
@@ -41,6 +43,7 @@ them there.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import dataclasses
@@ -51,6 +54,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -224,16 +228,26 @@ class FaultTable:
         # answers 503, 503, 500, then normally.
         self._failures: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._drops: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self._stalls: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._range_ignored: set[str] = set()
+        self._reply_caps: dict[str, int] = {}
         self._patches: dict[str, list[tuple[int, bytes]]] = collections.defaultdict(list)
 
     def add_failure(self, url_path: str, status: int, times: int) -> None:
         with self._lock:
             self._failures[url_path].append([status, times])
 
-    def add_drop(self, url_path: str, n_bytes: int, times: int) -> None:
+    def add_drop(self, url_path: str, n_bytes: int, linger: float, times: int) -> None:
         with self._lock:
-            self._drops[url_path].append([n_bytes, times])
+            self._drops[url_path].append([(n_bytes, linger), times])
+
+    def add_stall(self, url_path: str, seconds: float, times: int) -> None:
+        with self._lock:
+            self._stalls[url_path].append([seconds, times])
+
+    def add_reply_cap(self, url_path: str, n_bytes: int) -> None:
+        with self._lock:
+            self._reply_caps[url_path] = n_bytes
 
     def add_range_ignored(self, url_path: str) -> None:
         with self._lock:
@@ -247,16 +261,27 @@ class FaultTable:
         with self._lock:
             self._failures.clear()
             self._drops.clear()
+            self._stalls.clear()
             self._range_ignored.clear()
+            self._reply_caps.clear()
             self._patches.clear()
 
     def take_failure(self, url_path: str) -> int | None:
         """The status to answer this request with instead of serving it, if one is planned."""
         return self._take(self._failures, url_path)
 
-    def take_drop(self, url_path: str) -> int | None:
-        """How many body bytes this GET may send before the connection is cut, if planned."""
+    def take_drop(self, url_path: str) -> tuple[int, float] | None:
+        """How many body bytes this GET may send before the connection is cut, and how long after, if planned."""
         return self._take(self._drops, url_path)
+
+    def take_stall(self, url_path: str) -> float | None:
+        """How many seconds this GET waits after its headers before sending its body, if planned."""
+        return self._take(self._stalls, url_path)
+
+    def reply_cap(self, url_path: str) -> int | None:
+        """The most body bytes a ranged reply for ``url_path`` carries, if capped."""
+        with self._lock:
+            return self._reply_caps.get(url_path)
 
     def ignores_range(self, url_path: str) -> bool:
         with self._lock:
@@ -298,6 +323,9 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
     def _answer(self, send_body: bool) -> None:
         url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         self.server.traffic.count(url_path, requests=1)
+        if self.server.authorization is not None and self.headers.get("Authorization") != self.server.authorization:
+            self._send_empty(HTTPStatus.UNAUTHORIZED, authenticate=True)
+            return
         injected_status = self.server.faults.take_failure(url_path)
         if injected_status is not None:
             self._send_empty(injected_status)
@@ -317,6 +345,9 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
             self._send_empty(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, content_range=f"bytes */{size}")
             return
         first, last = byte_range if byte_range else (0, size - 1)
+        cap = self.server.faults.reply_cap(url_path)
+        if byte_range is not None and cap is not None:
+            last = min(last, first + cap - 1)  # a 206 whose Content-Range names fewer bytes than asked
         self._send_file_headers(file.name, size, first, last, partial=byte_range is not None)
         if send_body:
             self._send_body(url_path, file, first, last - first + 1)
@@ -337,10 +368,17 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
         self._end_headers()
 
     def _send_body(self, url_path: str, file: BinaryIO, offset: int, length: int) -> None:
-        allowance = self.server.faults.take_drop(url_path)
-        to_send = length if allowance is None else min(length, allowance)
+        stall = self.server.faults.take_stall(url_path)
+        if stall is not None:
+            self.wfile.flush()
+            time.sleep(stall)
+        drop = self.server.faults.take_drop(url_path)
+        to_send = length if drop is None else min(length, drop[0])
         sent = self._copy_to_client(url_path, file, offset, to_send)
-        if sent < length or allowance is not None:
+        if drop is not None and drop[1]:
+            self.wfile.flush()
+            time.sleep(drop[1])
+        if sent < length or drop is not None:
             # A body short of its Content-Length can only be told by closing; a planned drop
             # closes even when the allowance covered the whole body.
             self.close_connection = True
@@ -364,10 +402,12 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
             log.debug("client %s went away during %s", self.address_string(), url_path)
         return sent
 
-    def _send_empty(self, status: int, content_range: str | None = None) -> None:
+    def _send_empty(self, status: int, content_range: str | None = None, authenticate: bool = False) -> None:
         self.send_response(status)
         if content_range:
             self.send_header("Content-Range", content_range)
+        if authenticate:
+            self.send_header("WWW-Authenticate", 'Basic realm="mirror"')
         self.send_header("Content-Length", "0")
         self._end_headers()
 
@@ -393,6 +433,7 @@ class _MirrorHTTPServer(ThreadingHTTPServer):
         self.files = files
         self.traffic = TrafficLog()
         self.faults = FaultTable()
+        self.authorization: str | None = None  # the Authorization header every request must carry
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _MirrorRequestHandler)
@@ -451,11 +492,32 @@ class Mirror:
             raise ValueError(f"status must be an error status (400-599), not {status}")
         self._server.faults.add_failure(url_path_of(path), status, _positive(times))
 
-    def drop_after(self, path: str, n_bytes: int, times: int = 1) -> None:
-        """Cut the next ``times`` GETs of ``path`` after the headers and ``n_bytes`` of body."""
-        if n_bytes < 0:
-            raise ValueError(f"n_bytes must be >= 0, not {n_bytes}")
-        self._server.faults.add_drop(url_path_of(path), n_bytes, _positive(times))
+    def drop_after(self, path: str, n_bytes: int, times: int = 1, linger: float = 0.0) -> None:
+        """Cut the next ``times`` GETs of ``path`` after the headers and ``n_bytes`` of body.
+
+        ``linger`` seconds pass between the last byte and the cut, so that a client has read those
+        bytes when it sees the cut (on loopback the cut would otherwise come with them).
+        """
+        if n_bytes < 0 or linger < 0:
+            raise ValueError(f"n_bytes and linger must be >= 0, not {n_bytes} and {linger}")
+        self._server.faults.add_drop(url_path_of(path), n_bytes, linger, _positive(times))
+
+    def stall(self, path: str, seconds: float, times: int = 1) -> None:
+        """Make the next ``times`` GETs of ``path`` wait ``seconds`` between their headers and their body."""
+        if seconds <= 0:
+            raise ValueError(f"seconds must be > 0, not {seconds}")
+        self._server.faults.add_stall(url_path_of(path), seconds, _positive(times))
+
+    def cap_replies(self, path: str, n_bytes: int) -> None:
+        """Answer every ranged GET of ``path`` with at most ``n_bytes`` of body (206 with a shorter Content-Range)."""
+        if n_bytes < 1:
+            raise ValueError(f"n_bytes must be >= 1, not {n_bytes}")
+        self._server.faults.add_reply_cap(url_path_of(path), n_bytes)
+
+    def require_password(self, user: str, password: str) -> None:
+        """Answer 401 to every request that does not carry these basic-auth credentials."""
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._server.authorization = f"Basic {token}"
 
     def ignore_range(self, path: str) -> None:
         """Answer every request for ``path`` with 200 and the whole file, whatever Range asks."""

@@ -266,7 +266,8 @@ def describe_run(
 ) -> dict:
     return {
         "tool": "coco-unified doc2vec",
-        "source": options.data_dir or options.base_url or coco_unified.OFFICIAL_BASE_URL,
+        # The sidecar is published with its provenance: no password or token of the URL goes in.
+        "source": coco_unified.redact_url(options.data_dir or options.base_url or coco_unified.OFFICIAL_BASE_URL),
         "images": len(records),
         "captions": sum(len(record.captions) for record in records),
         "tokenizer": TOKENIZER,

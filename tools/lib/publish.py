@@ -398,7 +398,30 @@ def _write_card(folder: str, text: str) -> None:
 
 
 def _provenance(options: PublishOptions) -> dict | None:
-    return coco_unified.read_doc2vec_provenance(options.sidecar) if options.sidecar else None
+    return redacted(coco_unified.read_doc2vec_provenance(options.sidecar)) if options.sidecar else None
+
+
+def redacted(provenance):
+    """A provenance as it may be published: every URL in it without user info or secret query values.
+
+    Sidecars written before their tools left credentials out may still record them.
+    """
+    if isinstance(provenance, dict):
+        return {key: redacted(value) for key, value in provenance.items()}
+    if isinstance(provenance, list):
+        return [redacted(value) for value in provenance]
+    return coco_unified.redact_url(provenance) if isinstance(provenance, str) else provenance
+
+
+def check_publishable_sidecar(path: str) -> None:
+    """A sidecar uploaded as it is must record no credentials in its provenance."""
+    provenance = coco_unified.read_doc2vec_provenance(path)
+    if redacted(provenance) != provenance:
+        raise CocoError(
+            f"{path}: its provenance records a URL with a password or token (source "
+            f"{redacted(provenance).get('source')!r}); it would be published with the sidecar. Write it again "
+            "with coco-unified doc2vec, which leaves credentials out."
+        )
 
 
 def feature_provenance(options: PublishOptions) -> dict[str, dict]:
@@ -407,7 +430,7 @@ def feature_provenance(options: PublishOptions) -> dict[str, dict]:
     for column, path in options.feature_sidecars.items():
         path = os.fspath(path)
         dim = coco_unified.feature_column(column, path).dim
-        provenance = coco_unified.sidecar_provenance(coco_unified.read_sidecar_schema(path))
+        provenance = redacted(coco_unified.sidecar_provenance(coco_unified.read_sidecar_schema(path)))
         described[column] = {"dim": dim, "sidecar": os.path.basename(path), "provenance": provenance}
     return described
 
@@ -430,6 +453,7 @@ def write_script_files(options: PublishOptions, folder: str) -> list[str]:
     if options.sidecar:
         if not os.path.isfile(options.sidecar):
             raise coco_unified.missing_sidecar_error(options.sidecar)
+        check_publishable_sidecar(options.sidecar)
         sources[coco_unified.DOC2VEC_SIDECAR] = options.sidecar
     for name, source in sources.items():
         os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)

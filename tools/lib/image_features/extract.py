@@ -142,7 +142,7 @@ def _remove(stores: list[ShardStore], work: str) -> None:
 
 
 def _where(source: PoolSource) -> str:
-    return source.data_dir or source.base_url or coco_unified.OFFICIAL_BASE_URL
+    return coco_unified.redact_url(source.data_dir or source.base_url or coco_unified.OFFICIAL_BASE_URL)
 
 
 def library_versions(model_name: str) -> dict:

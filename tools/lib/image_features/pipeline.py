@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import coco_unified
 from coco_unified import DEFAULT_NUM_SHARDS, CocoError, CocoUnified
 from tools.lib.image_features.models import WorkerSteps
 from tools.lib.pool import read_pool
@@ -42,7 +43,8 @@ class PoolSource:
     num_shards: int = DEFAULT_NUM_SHARDS
 
     def describe(self) -> dict:
-        return dataclasses.asdict(self)
+        """As the sidecar's provenance records it: no password or token of base_url goes in."""
+        return {**dataclasses.asdict(self), "base_url": coco_unified.redact_url(self.base_url)}
 
     def open_stream(self, with_captions: bool) -> datasets.IterableDataset:
         """The config's rows in archive order, the image column as undecoded bytes."""
