@@ -1357,7 +1357,7 @@ def http_storage_options(
     A `read_timeout` given here replaces theirs (it is the builder's read_timeout=).
 
     aiohttp reads HTTP(S)_PROXY, NO_PROXY and ~/.netrc only with trust_env=True (datasets sets it
-    for its downloads, fsspec does not: docs/FACTS.md); a stall longer than `read_timeout` raises
+    for its downloads, fsspec does not: docs/FACTS.md §8); a stall longer than `read_timeout` raises
     and is retried; `credentials` go with every request to their origin.
     """
     options = dict(storage_options or {})
