@@ -57,7 +57,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import datasets
 import fsspec
@@ -258,6 +258,9 @@ DEFAULT_NUM_SHARDS = 16
 MAX_SKIPPED_BYTES = 4 << 20
 READ_CHUNK = 1 << 20
 READ_AHEAD = 256 << 10
+# A zip entry's output buffer is preallocated for at most this many bytes per compressed byte (COCO's
+# JSON inflates 2.6-4.3x) and grows beyond as data arrives: a lying central directory costs nothing.
+PREALLOCATED_PER_COMPRESSED_BYTE = 16
 # Retries of a dropped or refused remote read, waiting 1, 2, 4, ... times this many seconds: a
 # read that dies 10 GB into train2017.zip is worth resuming patiently.
 RETRIES = 5
@@ -675,7 +678,7 @@ class ServerUnreachableError(CocoError):
 
 
 class ArchiveError(CocoError):
-    """A zip that is truncated, corrupt or incomplete, or not the official file."""
+    """A zip that is truncated, corrupt or incomplete, or not the official file; or a truncated extracted image."""
 
 
 class AnnotationError(CocoError):
@@ -1133,32 +1136,58 @@ def read_member(reader: ByteRangeReader, member: ZipMember, run_end: int) -> byt
 
 
 def _inflate(reader: ByteRangeReader, member: ZipMember, deflated: bool) -> bytearray:
-    """Decompress chunk by chunk into one preallocated buffer: a 448 MB JSON is held once.
+    """Decompress chunk by chunk into one buffer: a 448 MB JSON is held once.
 
-    ISA-L inflates the same deflate streams as zlib, twice as fast (1.5 s instead of 3.0 s for
-    instances_train2017.json, measured here).
+    Memory follows the data, not what the central directory claims: the buffer is preallocated
+    for a plausible size and grows as bytes arrive, and inflation stops one byte past the declared
+    size, so neither an entry declaring 1 TiB nor a deflate bomb declaring 1,000 bytes costs more
+    than the bytes that exist. ISA-L inflates the same deflate streams as zlib, twice as fast
+    (1.5 s instead of 3.0 s for instances_train2017.json, measured here).
     """
-    content = bytearray(member.size)
+    where = f"{reader.location}, entry {member.name}"
+    if not deflated and member.compressed_size != member.size:
+        raise ArchiveError(
+            f"{where}: a stored entry of {member.compressed_size:,} bytes declares {member.size:,}; "
+            "the archive is corrupt, download it again."
+        )
+    content = bytearray(min(member.size, PREALLOCATED_PER_COMPRESSED_BYTE * member.compressed_size))
     filled, remaining = 0, member.compressed_size
     inflater = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS) if deflated else None
     try:
         while remaining:
             chunk = reader.read(min(READ_CHUNK, remaining))
             remaining -= len(chunk)
-            if inflater is not None:
-                chunk = inflater.decompress(chunk)
-            content[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
+            for part in [chunk] if inflater is None else _inflated_parts(inflater, chunk, member.size - filled):
+                content[filled : filled + len(part)] = part  # grows the buffer past its preallocation
+                filled += len(part)
+                if filled > member.size:
+                    raise ArchiveError(
+                        f"{where}: inflates to more than the {member.size:,} bytes its directory declares; the "
+                        "archive is corrupt or hostile, download it again from the official host."
+                    )
     except isal_zlib.error as error:
-        raise ArchiveError(
-            f"{reader.location}, entry {member.name}: corrupt data ({error}); download it again."
-        ) from None
+        raise ArchiveError(f"{where}: corrupt data ({error}); download it again.") from None
     if filled != member.size:
         raise ArchiveError(
-            f"{reader.location}, entry {member.name}: {filled} bytes instead of {member.size}; "
+            f"{where}: {filled:,} bytes instead of the {member.size:,} its directory declares; "
             "the archive is corrupt, download it again."
         )
     return content
+
+
+def _inflated_parts(inflater, data: bytes, room: int) -> Iterable[bytes]:
+    """What `data` inflates to, in parts of at most READ_CHUNK bytes, never more than `room` + 1 bytes in all.
+
+    One byte past `room` is enough to tell an entry that inflates beyond its declared size.
+    """
+    while not inflater.eof:
+        limit = min(READ_CHUNK, room + 1)
+        part = inflater.decompress(data, limit)
+        data = inflater.unconsumed_tail
+        room -= len(part)
+        yield part
+        if room < 0 or (not data and len(part) < limit):
+            return
 
 
 # ============================================================================= helpers: annotation index
@@ -1239,23 +1268,29 @@ class AnnotationFiles:
 # the ~1.5 million of them decoded from the train2017 files.
 
 
+# Values the pool's Arrow columns hold (pool_features: int64 ids, int32 sizes); msgspec rejects
+# others while decoding, naming the entry (e.g. `$.images[3].width`).
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Size = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+
+
 class _Image(msgspec.Struct, gc=False):
-    id: int
+    id: _Id
     file_name: str
-    width: int
-    height: int
+    width: _Size
+    height: _Size
 
 
 class _Caption(msgspec.Struct, gc=False):
-    image_id: int
-    id: int
+    image_id: _Id
+    id: _Id
     caption: str
 
 
 class _Instance(msgspec.Struct, gc=False):
     # Only what labels need: msgspec skips segmentation, bbox, ... without building them.
-    image_id: int
-    id: int
+    image_id: _Id
+    id: _Id
     category_id: int
 
 
@@ -1334,7 +1369,7 @@ def _decode(content: bytearray, schema, file_name: str):
         return msgspec.json.decode(content, type=schema)
     except msgspec.ValidationError as error:
         raise AnnotationError(f"{file_name}: {error}; use the official annotation file.") from None
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise AnnotationError(
             f"{file_name}: malformed JSON ({error}); the file is truncated or corrupt, download it again."
         ) from None
@@ -1345,9 +1380,16 @@ def _index_split(
 ) -> dict[int, ImageRecord]:
     captions_name, instances_name = f"captions_{split}.json", f"instances_{split}.json"
     records: dict[int, ImageRecord] = {}
+    id_of_file: dict[str, int] = {}
     for image in captions_file.images:
         if image.id in records:
             raise AnnotationError(f"{captions_name}: image id {image.id} is listed twice; use the official file.")
+        shared = id_of_file.setdefault(image.file_name, image.id)
+        if shared != image.id:
+            raise AnnotationError(
+                f"{captions_name}: images {shared} and {image.id} both name the file {image.file_name}; "
+                "use the official file."
+            )
         records[image.id] = ImageRecord(image.id, image.file_name, split, image.width, image.height)
     instance_image_ids = {image.id for image in instances_file.images}
     if instance_image_ids != records.keys():
@@ -1355,7 +1397,13 @@ def _index_split(
         raise AnnotationError(
             f"{instances_name} and {captions_name} list different images (e.g. ids {differing}); use the official files."
         )
+    caption_ids: set[int] = set()
     for caption in captions_file.annotations:
+        if caption.id in caption_ids:
+            raise AnnotationError(
+                f"{captions_name}: caption annotation {caption.id} is listed twice; use the official file."
+            )
+        caption_ids.add(caption.id)
         record = records.get(caption.image_id)
         if record is None:
             raise AnnotationError(f"{captions_name}: caption {caption.id} refers to unknown image {caption.image_id}.")
@@ -1433,12 +1481,39 @@ def list_images(source: Source, listed: Sequence[ImageRecord], wanted: Sequence[
 def read_image(entry: ImageEntry, readers: dict[str, ByteRangeReader], run_ends: dict[str, int]) -> bytes:
     if entry.member is None:
         with open(entry.path, "rb") as file:
-            return file.read()
+            content = file.read()
+        check_image_bytes(content, entry.path)
+        return content
     location = entry.source.read_from
     reader = readers.get(location)
     if reader is None:
         reader = readers[location] = entry.source.reader()
     return bytes(read_member(reader, entry.member, run_ends.get(location, entry.member.end)))
+
+
+def check_image_bytes(content: bytes, path: str) -> None:
+    """An extracted image must start and end like a JPEG or a PNG: an empty or truncated copy fails here.
+
+    A zip entry has its CRC for this; a loose file has only its structure. The end marker may be
+    followed by padding, so it is looked for near the end (a JPEG's compressed data cannot hold it).
+    """
+    for kind, start, end in _IMAGE_FORMATS:
+        if content.startswith(start):
+            if end not in content[-_IMAGE_END_SLACK:]:
+                raise ArchiveError(
+                    f"{path}: a {kind} without its end marker ({len(content):,} bytes); the file is truncated, "
+                    "extract it again from the official zip."
+                )
+            return
+    raise ArchiveError(
+        f"{path}: {'empty' if not content else 'neither a JPEG nor a PNG'} ({len(content):,} bytes); "
+        "extract it again from the official zip."
+    )
+
+
+# (format, first bytes, end marker) of the images COCO holds: JPEGs, and a few PNGs named .jpg.
+_IMAGE_FORMATS = (("JPEG", b"\xff\xd8", b"\xff\xd9"), ("PNG", b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"))
+_IMAGE_END_SLACK = 1024
 
 
 # ============================================================================= helpers: sidecars
