@@ -372,6 +372,12 @@ def check_source_arguments(data_dir, base_url) -> None:
         )
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise ConfigError(f"data_dir={data_dir!r}: pass the folder holding the COCO zips as a string.")
+    if data_dir is not None and "::" in os.fspath(data_dir):
+        # datasets joins and opens a loading script's paths with its fsspec helpers, which cut them there.
+        raise ConfigError(
+            f"data_dir={os.fspath(data_dir)!r}: '::' separates chained URLs for fsspec and datasets, so a folder "
+            "named with it cannot be read; rename the folder, or pass a symbolic link to it whose path has no '::'."
+        )
     if base_url is not None and not (
         isinstance(base_url, str) and base_url.split("://", 1)[0] in ("http", "https", "file") and "://" in base_url
     ):
@@ -975,6 +981,13 @@ def read_zip_directory(archive, archive_name: str) -> list[ZipMember]:
             f"{archive_name}: not a readable zip ({error}); the file is truncated or corrupt, download it again."
         ) from None
     ends = [info.header_offset for info in infos[1:]] + [directory_start]
+    if infos and infos[0].header_offset < 0:
+        # zipfile shifts every offset by where it found the directory: a zip that lost its first
+        # bytes places its first entries before the file starts.
+        raise ArchiveError(
+            f"{archive_name}: its directory places entry {infos[0].filename} {-infos[0].header_offset:,} bytes "
+            "before the start of the file; the file lost its beginning (truncated or corrupt), download it again."
+        )
     members = [
         ZipMember(
             info.filename, info.header_offset, end, info.compress_size, info.file_size, info.compress_type, info.CRC
@@ -1734,7 +1747,11 @@ def read_sidecar_columns(
     for name in dims:
         column = table.column(name).combine_chunks()
         if column.null_count:
-            raise SidecarError(f"{path}: {name} is null for {number_of(column.null_count, 'image')}; {remedy}.")
+            null_ids = file_ids[np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))]
+            raise SidecarError(
+                f"{path}: the {_sidecar_words(name)} row for image_id {null_ids[0]} is null "
+                f"({number_of(len(null_ids), 'null row')}: image ids {null_ids[:5].tolist()}); {remedy}."
+            )
         values = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
         # float16 and integer vectors become float32: one type for every joined column
         matrix = values[rows] if rows is not None else values

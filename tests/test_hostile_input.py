@@ -1,18 +1,44 @@
 """Hostile and damaged input (issue 8): lying archives, bad annotations, stale caches, killed runs, messages."""
 
+import contextlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from test_builder import edit_annotation, prepare, raises_coco_error, rewrite_zip
+from test_builder import edit_annotation, prepare, raises_coco_error, rewrite_zip, stream
 
-from coco_unified import AnnotationError, ArchiveError
+from coco_unified import (
+    DOC2VEC_DIM,
+    AnnotationError,
+    ArchiveError,
+    ConfigError,
+    SidecarError,
+    read_doc2vec_sidecar,
+)
 from tools.fakes.hostile_zip import CASES, HOSTILE_ENTRY, make_hostile_copy
+from tools.fakes.http_mirror import serve_mirror
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def mirror_of():
+    """A loopback mirror of a given folder, stopped when the test ends; returns its base URL."""
+    with contextlib.ExitStack() as stack:
+
+        def start(folder):
+            return stack.enter_context(serve_mirror(folder, layout="coco")).base_url
+
+        yield start
+
 
 # ----------------------------------------------------------------------------- bounded inflation
 
@@ -124,3 +150,40 @@ def test_damaged_extracted_image_is_named(damage, extracted_dir, oracle, tmp_pat
     path.write_bytes(b"" if damage == "empty" else content[: len(content) // 2])
     with raises_coco_error(ArchiveError, rf"val2017/{victim}: .*(empty|without its end marker)"):
         prepare(tmp_path, data_dir=str(copy))
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def test_null_vector_row_names_its_image(oracle, tmp_path):
+    image_ids = sorted(oracle)
+    rows = [[0.5] * DOC2VEC_DIM for _ in image_ids]
+    rows[7] = None
+    path = tmp_path / "null_row.parquet"
+    table = pa.table(
+        {"image_id": pa.array(image_ids, pa.int64()), "doc2vec": pa.array(rows, pa.list_(pa.float32(), DOC2VEC_DIM))}
+    )
+    pq.write_table(table, path)
+    with raises_coco_error(SidecarError, rf"the Doc2Vec row for image_id {image_ids[7]} is null \(1 null row"):
+        read_doc2vec_sidecar(str(path), image_ids)
+
+
+@pytest.mark.parametrize("load", [prepare, stream])
+def test_zip_missing_its_beginning_is_reported_without_negative_offsets(load, sample_copy, mirror_of, tmp_path):
+    path = sample_copy / "val2017.zip"
+    with zipfile.ZipFile(path) as reader:
+        cut = sorted(info.header_offset for info in reader.infolist())[3]
+    path.write_bytes(path.read_bytes()[cut:])
+    source = {"data_dir": str(sample_copy)} if load is prepare else {"base_url": mirror_of(sample_copy)}
+    with raises_coco_error(
+        ArchiveError, r"val2017\.zip: its directory places entry .* bytes before the start"
+    ) as caught:
+        load(tmp_path, **source)
+    assert not re.search(r"(byte|bytes) -\d", str(caught.value.__cause__ or caught.value))
+
+
+def test_data_dir_with_chained_url_separator_is_named_whole(sample_dir, tmp_path):
+    data_dir = tmp_path / "coco::2017"
+    shutil.copytree(sample_dir, data_dir)
+    with raises_coco_error(ConfigError, re.escape(f"data_dir={str(data_dir)!r}: '::' separates chained URLs")):
+        prepare(tmp_path, data_dir=str(data_dir))
