@@ -305,6 +305,9 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
     protocol_seed: int = 0
     num_query: int = DEFAULT_NUM_QUERY
     num_train: int = max(DEFAULT_TRAIN_SIZES)
+    # Set by CocoUnified, never by a user: a hash of the local inputs (see `local_inputs_fingerprint`).
+    # As a config keyword it keys the prepared cache, so changed inputs are prepared anew.
+    inputs_fingerprint: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -482,6 +485,9 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         # Used directly (datasets >= 4 loads no scripts), relative paths such as the default
         # sidecar resolve next to this file, as they do next to the script when it is loaded.
         kwargs.setdefault("base_path", os.path.dirname(os.path.abspath(__file__)))
+        fingerprint = local_inputs_fingerprint(kwargs)
+        if fingerprint is not None:
+            kwargs["inputs_fingerprint"] = fingerprint
         super().__init__(*args, **kwargs)
         self.config.check()
         self.categories = CategoryMap()
@@ -633,6 +639,46 @@ def _normalised_feature_sidecars(feature_sidecars, doc2vec) -> dict[str, str] | 
     }
 
 
+def local_inputs_fingerprint(kwargs: dict) -> str | None:
+    """A hash of what a build with these (checked) keywords reads from local files; None if it reads none.
+
+    Archives and annotation files count by path, size and modification time; extracted image
+    folders by those of every file; sidecars by those and their Parquet footer (its row-group
+    statistics tell a rebuilt sidecar of the same size). Remote inputs are left to the download cache.
+    """
+    if kwargs.get("inputs_fingerprint") is not None:
+        raise ConfigError("inputs_fingerprint= is set by CocoUnified itself from the input files; leave it out.")
+    sidecars = [os.fspath(path) for path in (kwargs.get("feature_sidecars") or {}).values()]
+    if kwargs.get("doc2vec", True) is not False:
+        sidecars.append(os.fspath(kwargs.get("doc2vec_path") or os.path.join(kwargs["base_path"], DOC2VEC_SIDECAR)))
+    data_files = [] if kwargs.get("data_dir") is None else _local_data_files(os.fspath(kwargs["data_dir"]))
+    # A missing input is left out here: it is reported where it is read.
+    found = [path for path in data_files + sidecars if _is_local(path) and os.path.isfile(path)]
+    digest = hashlib.sha256()
+    for path in found:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        if path in sidecars:
+            with contextlib.suppress(pa.ArrowInvalid, OSError):  # not Parquet: reported where it is read
+                digest.update(repr(pq.read_metadata(path).to_dict()).encode())
+    return digest.hexdigest()[:16] if found else None
+
+
+def _local_data_files(data_dir: str) -> list[str]:
+    """The files of data_dir a build may read: the zips, or every file of the extracted folders."""
+    if "::" in data_dir or not os.path.isdir(data_dir):
+        return []  # refused, with the reason, when the config is checked or the sources located
+    files = []
+    for name, archive in ARCHIVES.items():
+        folder = os.path.join(data_dir, name)
+        if not os.path.isdir(folder):
+            files.append(os.path.join(data_dir, archive.file_name))
+            continue
+        with os.scandir(folder) as entries:
+            files += sorted(entry.path for entry in entries if entry.is_file())
+    return files
+
+
 def check_keywords(kwargs: dict) -> None:
     """A keyword that is neither a config field nor a DatasetBuilder argument is a typo: say which ones exist.
 
@@ -640,7 +686,9 @@ def check_keywords(kwargs: dict) -> None:
     """
     config_fields = [field.name for field in dataclasses.fields(CocoUnifiedConfig)]
     own_fields = [
-        name for name in config_fields if name not in {f.name for f in dataclasses.fields(datasets.BuilderConfig)}
+        name
+        for name in config_fields
+        if name not in {f.name for f in dataclasses.fields(datasets.BuilderConfig)} | {"inputs_fingerprint"}
     ]
     builder_parameters = [
         name

@@ -10,10 +10,11 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_builder import edit_annotation, prepare, raises_coco_error, rewrite_zip, stream
+from test_builder import edit_annotation, make_builder, prepare, raises_coco_error, rewrite_zip, stream
 
 from coco_unified import (
     DOC2VEC_DIM,
@@ -22,6 +23,7 @@ from coco_unified import (
     ConfigError,
     SidecarError,
     read_doc2vec_sidecar,
+    write_doc2vec_sidecar,
 )
 from tools.fakes.hostile_zip import CASES, HOSTILE_ENTRY, make_hostile_copy
 from tools.fakes.http_mirror import serve_mirror
@@ -187,3 +189,53 @@ def test_data_dir_with_chained_url_separator_is_named_whole(sample_dir, tmp_path
     shutil.copytree(sample_dir, data_dir)
     with raises_coco_error(ConfigError, re.escape(f"data_dir={str(data_dir)!r}: '::' separates chained URLs")):
         prepare(tmp_path, data_dir=str(data_dir))
+
+
+# ----------------------------------------------------------------------------- stale prepared cache
+
+
+def _first_caption(builder):
+    return builder.as_dataset("train")[0]["captions"][0]
+
+
+def test_archive_edited_in_place_is_prepared_again(sample_copy, tmp_path):
+    first = make_builder(tmp_path, "no_images", data_dir=str(sample_copy))
+    first.download_and_prepare()
+    before = _first_caption(first)
+    edit_annotation(
+        sample_copy, "captions_train2017.json", lambda doc: _caption_of_first_image(doc).update(caption="EDITED")
+    )
+    edit_annotation(
+        sample_copy, "captions_val2017.json", lambda doc: _caption_of_first_image(doc).update(caption="EDITED")
+    )
+    again = make_builder(tmp_path, "no_images", data_dir=str(sample_copy))
+    again.download_and_prepare()
+    assert before != "EDITED"
+    assert _first_caption(again) == "EDITED"
+
+
+def _caption_of_first_image(doc):
+    """The first caption of the image with the smallest id (the pool's first row, if in this file)."""
+    first_image = min(image["id"] for image in doc["images"])
+    return next(caption for caption in doc["annotations"] if caption["image_id"] == first_image)
+
+
+def test_sidecar_rebuilt_at_the_same_path_is_joined_again(sample_dir, oracle, tmp_path):
+    path = tmp_path / "vectors.parquet"
+    image_ids = sorted(oracle)
+    loads = []
+    for seed in (1, 2):
+        vectors = np.random.default_rng(seed).standard_normal((len(image_ids), DOC2VEC_DIM)).astype(np.float32)
+        write_doc2vec_sidecar(str(path), image_ids, vectors, {"model": "random, for tests"})
+        builder = make_builder(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(path))
+        builder.download_and_prepare()
+        row = builder.as_dataset("train")[0]
+        loads.append((vectors[image_ids.index(row["image_id"])], np.asarray(row["doc2vec"], np.float32)))
+    assert path.stat().st_size > 0
+    for expected, joined in loads:
+        assert np.array_equal(joined, expected)
+
+
+def test_inputs_fingerprint_is_not_a_user_keyword(sample_dir, tmp_path):
+    with raises_coco_error(ConfigError, r"inputs_fingerprint= is set by CocoUnified itself"):
+        make_builder(tmp_path, data_dir=str(sample_dir), inputs_fingerprint="0123")
