@@ -640,7 +640,7 @@ def _normalised_feature_sidecars(feature_sidecars, doc2vec) -> dict[str, str] | 
 
 
 def local_inputs_fingerprint(kwargs: dict) -> str | None:
-    """A hash of what a build with these (checked) keywords reads from local files; None if it reads none.
+    """A hash of what a build with these keywords reads from local files; None if it reads none.
 
     Archives and annotation files count by path, size and modification time; extracted image
     folders by those of every file; sidecars by those and their Parquet footer (its row-group
@@ -648,11 +648,13 @@ def local_inputs_fingerprint(kwargs: dict) -> str | None:
     """
     if kwargs.get("inputs_fingerprint") is not None:
         raise ConfigError("inputs_fingerprint= is set by CocoUnified itself from the input files; leave it out.")
-    sidecars = [os.fspath(path) for path in (kwargs.get("feature_sidecars") or {}).values()]
+    sidecars = list((kwargs.get("feature_sidecars") or {}).values())
     if kwargs.get("doc2vec", True) is not False:
-        sidecars.append(os.fspath(kwargs.get("doc2vec_path") or os.path.join(kwargs["base_path"], DOC2VEC_SIDECAR)))
-    data_files = [] if kwargs.get("data_dir") is None else _local_data_files(os.fspath(kwargs["data_dir"]))
-    # A missing input is left out here: it is reported where it is read.
+        sidecars.append(kwargs.get("doc2vec_path") or os.path.join(kwargs["base_path"], DOC2VEC_SIDECAR))
+    data_dir = kwargs.get("data_dir")
+    data_files = _local_data_files(os.fspath(data_dir)) if isinstance(data_dir, (str, os.PathLike)) else []
+    # A path of the wrong type or a missing input is left out: the config's check or the read reports it.
+    sidecars = [os.fspath(path) for path in sidecars if isinstance(path, (str, os.PathLike))]
     found = [path for path in data_files + sidecars if _is_local(path) and os.path.isfile(path)]
     digest = hashlib.sha256()
     for path in found:
