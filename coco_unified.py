@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import dataclasses
 import difflib
 import functools
@@ -51,6 +52,7 @@ import inspect
 import json
 import numbers
 import os
+import signal
 import socket
 import struct
 import sys
@@ -62,6 +64,7 @@ from typing import Annotated, TypeVar
 import datasets
 import fsspec
 import msgspec
+import multiprocess.util
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -488,10 +491,40 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         fingerprint = local_inputs_fingerprint(kwargs)
         if fingerprint is not None:
             kwargs["inputs_fingerprint"] = fingerprint
-        super().__init__(*args, **kwargs)
+        self._made_in_pid = os.getpid()
+        # Processes forked for num_proc (datasets' pool workers and its queue manager) end with this one.
+        multiprocess.util.register_after_fork(self, CocoUnified._end_child_with_maker)
+        with _no_stray_script_lock():
+            super().__init__(*args, **kwargs)
         self.config.check()
         self.categories = CategoryMap()
         self._check_sha256 = False  # set by download_and_prepare(verification_mode="all_checks")
+
+    def __setstate__(self, state):
+        # num_proc workers unpickle the builder for each job: started by spawn rather than fork,
+        # this is where they learn to end with the preparing process.
+        with _no_stray_script_lock():
+            super().__setstate__(state)
+        self._end_child_with_maker()
+
+    def _end_child_with_maker(self) -> None:
+        if os.getppid() == self._made_in_pid:
+            end_with_parent(self._made_in_pid)
+
+    def _download_and_prepare(self, *args, **kwargs):
+        # Runs under datasets' lock of this cache folder, in `<folder>.incomplete`, which datasets
+        # reuses as it is: shards an interrupted run left there would end up in the finished folder.
+        with os.scandir(self._output_dir) as entries:
+            stale = [
+                entry.path for entry in entries if entry.is_file() and entry.name.startswith(f"{self.dataset_name}-")
+            ]
+        if stale:
+            logger.warning(
+                f"{self._output_dir}: removing {number_of(len(stale), 'file')} an interrupted preparation left"
+            )
+        for path in stale:
+            os.remove(path)
+        return super()._download_and_prepare(*args, **kwargs)
 
     def download_and_prepare(self, *args, verification_mode=None, **kwargs):
         # datasets >= 4 no longer hashes downloads itself: remember whether the user asked to.
@@ -622,6 +655,42 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                 for name, matrix in vectors.items():
                     shard.vectors[name] = matrix[start : start + len(shard.records)]
                 start += len(shard.records)
+
+
+@contextlib.contextmanager
+def _no_stray_script_lock():
+    """Remove the lock file datasets < 4 makes beside the folder holding this script, if it made it.
+
+    Making or unpickling a builder, datasets 3.6 locks `<the folder above this script's>.lock` while
+    it reads the script's imports: in a checkout, a file outside any cache (for a script loaded
+    from the Hub it lies in datasets' modules cache, where it belongs).
+    """
+    lock = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + ".lock"
+    existed = os.path.exists(lock)
+    try:
+        yield
+    finally:
+        if not existed:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
+
+
+# prctl(2) option: the signal this process gets when its parent ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """End this process when `parent_pid`, its parent, ends (Linux; elsewhere nothing is done).
+
+    A killed preparation would otherwise leave its num_proc workers running, writing shards.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        logger.debug(f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}")
+        return
+    if os.getppid() != parent_pid:  # the parent ended before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _normalised_feature_sidecars(feature_sidecars, doc2vec) -> dict[str, str] | None:

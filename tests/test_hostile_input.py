@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from coco_unified import (
     DOC2VEC_DIM,
     AnnotationError,
     ArchiveError,
+    CocoUnified,
     ConfigError,
     SidecarError,
     read_doc2vec_sidecar,
@@ -239,3 +242,89 @@ def test_sidecar_rebuilt_at_the_same_path_is_joined_again(sample_dir, oracle, tm
 def test_inputs_fingerprint_is_not_a_user_keyword(sample_dir, tmp_path):
     with raises_coco_error(ConfigError, r"inputs_fingerprint= is set by CocoUnified itself"):
         make_builder(tmp_path, data_dir=str(sample_dir), inputs_fingerprint="0123")
+
+
+# ----------------------------------------------------------------------------- housekeeping
+
+
+def test_making_a_builder_writes_nothing_beside_the_checkout(sample_dir, tmp_path):
+    checkout = tmp_path / "outside" / "checkout"
+    checkout.mkdir(parents=True)
+    shutil.copy(REPO / "coco_unified.py", checkout)
+    cache = tmp_path / "outside" / "cache"
+    code = (
+        "from coco_unified import CocoUnified\n"
+        f"builder = CocoUnified(config_name='no_images', data_dir={str(sample_dir)!r}, cache_dir={str(cache)!r}, "
+        "doc2vec=False)\n"
+        "builder.download_and_prepare(num_proc=2)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=checkout, check=True, capture_output=True, env=_child_env(checkout)
+    )
+    assert sorted(os.listdir(tmp_path)) == ["outside"]
+    assert sorted(os.listdir(tmp_path / "outside")) == ["cache", "checkout"]
+
+
+def _child_env(path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(path)}
+
+
+def _children(pid: int) -> set[int]:
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children |= {int(child) for child in (task / "children").read_text().split()}
+    return children
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl are Linux's")
+def test_killed_preparation_ends_its_workers_and_leaves_nothing_a_rerun_keeps(extracted_dir, oracle, tmp_path):
+    data_dir = tmp_path / "extracted"
+    shutil.copytree(extracted_dir, data_dir)
+    # The pool's last image is a FIFO: the worker preparing the last shard blocks opening it, for
+    # as long as the test wants, while the other worker writes its shard.
+    last = oracle[max(oracle)]
+    fifo = data_dir / last["coco_split"] / last["file_name"]
+    fifo.unlink()
+    os.mkfifo(fifo)
+    cache = tmp_path / "cache"
+    code = (
+        "from coco_unified import CocoUnified\n"
+        f"CocoUnified(data_dir={str(data_dir)!r}, cache_dir={str(cache)!r}, doc2vec=False, num_shards=4)"
+        ".download_and_prepare(num_proc=2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], env=_child_env(REPO), stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(cache.glob("coco_unified/*/*.incomplete/*.arrow")):
+            assert parent.poll() is None and time.monotonic() < deadline, "the preparation never wrote a shard"
+            time.sleep(0.05)
+        workers = _children(parent.pid)
+        assert len(workers) >= 2
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left_running = [pid for pid in workers if _running(pid)]
+    for pid in left_running:
+        os.kill(pid, 9)
+    assert not left_running, "workers outlived the killed preparation"
+
+    feeder = threading.Thread(target=fifo.write_bytes, args=(last["image"],))
+    feeder.start()
+    builder = CocoUnified(data_dir=str(data_dir), cache_dir=str(cache), doc2vec=False, num_shards=4)
+    builder.download_and_prepare()
+    feeder.join()
+    dataset = builder.as_dataset("train")
+    assert len(dataset) == len(oracle)
+    kept = {Path(path).name for path in os.listdir(builder.cache_dir) if path.endswith(".arrow")}
+    assert kept == {Path(file["filename"]).name for file in dataset.cache_files}
