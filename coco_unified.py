@@ -1624,23 +1624,20 @@ def read_image(entry: ImageEntry, readers: dict[str, ByteRangeReader], run_ends:
 
 
 def check_image_bytes(content: bytes, path: str) -> None:
-    """An extracted image must start and end like a JPEG or a PNG: an empty or truncated copy fails here.
+    """An extracted image must not be empty, and a JPEG or PNG must end like one: a truncated copy fails here.
 
     A zip entry has its CRC for this; a loose file has only its structure. The end marker may be
-    followed by padding, so it is looked for near the end (a JPEG's compressed data cannot hold it).
+    followed by padding, so it is looked for near the end (a JPEG's compressed data cannot hold
+    it). Other formats pass: one official train2017 file is not a real JPEG (docs/FACTS.md §1).
     """
+    if not content:
+        raise ArchiveError(f"{path}: empty (0 bytes); extract it again from the official zip.")
     for kind, start, end in _IMAGE_FORMATS:
-        if content.startswith(start):
-            if end not in content[-_IMAGE_END_SLACK:]:
-                raise ArchiveError(
-                    f"{path}: a {kind} without its end marker ({len(content):,} bytes); the file is truncated, "
-                    "extract it again from the official zip."
-                )
-            return
-    raise ArchiveError(
-        f"{path}: {'empty' if not content else 'neither a JPEG nor a PNG'} ({len(content):,} bytes); "
-        "extract it again from the official zip."
-    )
+        if content.startswith(start) and end not in content[-_IMAGE_END_SLACK:]:
+            raise ArchiveError(
+                f"{path}: a {kind} without its end marker ({len(content):,} bytes); the file is truncated, "
+                "extract it again from the official zip."
+            )
 
 
 # (format, first bytes, end marker) of the images COCO holds: JPEGs, and a few PNGs named .jpg.
