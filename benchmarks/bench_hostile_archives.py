@@ -43,7 +43,7 @@ PREPARE = textwrap.dedent(
         outcome = f"{builder.as_dataset('train').num_rows:,} rows"
     except Exception as error:
         error = error.__cause__ or error
-        outcome = f"{type(error).__name__}: {str(error).replace(data_dir, 'DIR')[:110]}"
+        outcome = f"{type(error).__name__}: {str(error).replace(data_dir, 'DIR')[:160]}"
     print(json.dumps({"outcome": outcome, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     """
 )
