@@ -494,8 +494,10 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         self._made_in_pid = os.getpid()
         # Processes forked for num_proc (datasets' pool workers and its queue manager) end with this one.
         multiprocess.util.register_after_fork(self, CocoUnified._end_child_with_maker)
-        with _no_stray_script_lock():
-            super().__init__(*args, **kwargs)
+        # Decided once, here: workers making the lock at the same time cannot tell whose it is.
+        self._removes_script_lock = not os.path.exists(_script_lock_path())
+        super().__init__(*args, **kwargs)
+        self._remove_script_lock()
         self.config.check()
         self.categories = CategoryMap()
         self._check_sha256 = False  # set by download_and_prepare(verification_mode="all_checks")
@@ -503,9 +505,14 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
     def __setstate__(self, state):
         # num_proc workers unpickle the builder for each job: started by spawn rather than fork,
         # this is where they learn to end with the preparing process.
-        with _no_stray_script_lock():
-            super().__setstate__(state)
+        super().__setstate__(state)
+        self._remove_script_lock()
         self._end_child_with_maker()
+
+    def _remove_script_lock(self) -> None:
+        if self._removes_script_lock:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(_script_lock_path())
 
     def _end_child_with_maker(self) -> None:
         if os.getppid() == self._made_in_pid:
@@ -657,22 +664,14 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                 start += len(shard.records)
 
 
-@contextlib.contextmanager
-def _no_stray_script_lock():
-    """Remove the lock file datasets < 4 makes beside the folder holding this script, if it made it.
+def _script_lock_path() -> str:
+    """The lock file datasets < 4 makes whenever a builder is made or unpickled, while it reads the script's imports.
 
-    Making or unpickling a builder, datasets 3.6 locks `<the folder above this script's>.lock` while
-    it reads the script's imports: in a checkout, a file outside any cache (for a script loaded
-    from the Hub it lies in datasets' modules cache, where it belongs).
+    It is `<the folder above this script's folder>.lock`: for a script loaded from the Hub, in
+    datasets' modules cache; for a checkout, a file outside any cache, which the builder removes
+    when it was not there before.
     """
-    lock = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + ".lock"
-    existed = os.path.exists(lock)
-    try:
-        yield
-    finally:
-        if not existed:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(lock)
+    return os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + ".lock"
 
 
 # prctl(2) option: the signal this process gets when its parent ends.
