@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import dataclasses
 import difflib
 import functools
@@ -53,6 +54,7 @@ import json
 import numbers
 import os
 import re
+import signal
 import socket
 import struct
 import sys
@@ -60,12 +62,13 @@ import time
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import aiohttp
 import datasets
 import fsspec
 import msgspec
+import multiprocess.util
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -263,6 +266,9 @@ DEFAULT_NUM_SHARDS = 16
 MAX_SKIPPED_BYTES = 4 << 20
 READ_CHUNK = 1 << 20
 READ_AHEAD = 256 << 10
+# A zip entry's output buffer is preallocated for at most this many bytes per compressed byte (COCO's
+# JSON inflates 2.6-4.3x) and grows beyond as data arrives: a lying central directory costs nothing.
+PREALLOCATED_PER_COMPRESSED_BYTE = 16
 # Every remote read (a HEAD, a ranged GET, a download) is tried this many times while it fails in
 # a way that may pass (a busy server, a dropped connection, a stall), waiting 1, 2, 4, ... times
 # RETRY_BASE_DELAY seconds in between (15.5 s in all). Bytes arriving since the last failure give a
@@ -672,6 +678,9 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
     protocol_seed: int | None = None
     num_query: int = DEFAULT_NUM_QUERY
     num_train: int = DEFAULT_NUM_TRAIN
+    # Set by CocoUnified, never by a user: a hash of the local inputs (see `local_inputs_fingerprint`).
+    # As a config keyword it keys the prepared cache, so changed inputs are prepared anew.
+    inputs_fingerprint: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -761,6 +770,12 @@ def check_source_arguments(data_dir, base_url) -> None:
         )
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise ConfigError(f"data_dir={data_dir!r}: pass the folder holding the COCO zips as a string.")
+    if data_dir is not None and "::" in os.fspath(data_dir):
+        # datasets joins and opens a loading script's paths with its fsspec helpers, which cut them there.
+        raise ConfigError(
+            f"data_dir={os.fspath(data_dir)!r}: '::' separates chained URLs for fsspec and datasets, so a folder "
+            "named with it cannot be read; rename the folder, or pass a symbolic link to it whose path has no '::'."
+        )
     if base_url is not None and not (
         isinstance(base_url, str) and base_url.split("://", 1)[0] in ("http", "https", "file") and "://" in base_url
     ):
@@ -874,11 +889,51 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         base_url, credentials = split_credentials(kwargs.get("base_url"))
         if credentials is not None:
             kwargs["base_url"] = base_url
+        fingerprint = local_inputs_fingerprint(kwargs)
+        if fingerprint is not None:
+            kwargs["inputs_fingerprint"] = fingerprint
+        self._made_in_pid = os.getpid()
+        # Processes forked for num_proc (datasets' pool workers and its queue manager) end with this one.
+        multiprocess.util.register_after_fork(self, CocoUnified._end_child_with_maker)
+        # Decided once, here: workers making the lock at the same time cannot tell whose it is.
+        self._removes_script_lock = not os.path.exists(_script_lock_path())
         super().__init__(*args, **kwargs)
+        self._remove_script_lock()
         self.config.check()
         self.storage_options = http_storage_options(self.storage_options, self.config.read_timeout, credentials)
         self.categories = CategoryMap()
         self._check_sha256 = False  # set by download_and_prepare(verification_mode="all_checks")
+
+    def __setstate__(self, state):
+        # num_proc workers unpickle the builder for each job: started by spawn rather than fork,
+        # this is where they learn to end with the preparing process.
+        super().__setstate__(state)
+        self._remove_script_lock()
+        self._end_child_with_maker()
+
+    def _remove_script_lock(self) -> None:
+        if self._removes_script_lock:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(_script_lock_path())
+
+    def _end_child_with_maker(self) -> None:
+        if os.getppid() == self._made_in_pid:
+            end_with_parent(self._made_in_pid)
+
+    def _download_and_prepare(self, *args, **kwargs):
+        # Runs under datasets' lock of this cache folder, in `<folder>.incomplete`, which datasets
+        # reuses as it is: shards an interrupted run left there would end up in the finished folder.
+        with os.scandir(self._output_dir) as entries:
+            stale = [
+                entry.path for entry in entries if entry.is_file() and entry.name.startswith(f"{self.dataset_name}-")
+            ]
+        if stale:
+            logger.warning(
+                f"{self._output_dir}: removing {number_of(len(stale), 'file')} an interrupted preparation left"
+            )
+        for path in stale:
+            os.remove(path)
+        return super()._download_and_prepare(*args, **kwargs)
 
     def download_and_prepare(self, *args, verification_mode=None, **kwargs):
         # datasets >= 4 no longer hashes downloads itself: remember whether the user asked to.
@@ -1029,6 +1084,34 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                 start += len(shard.records)
 
 
+def _script_lock_path() -> str:
+    """The lock file datasets < 4 makes whenever a builder is made or unpickled, while it reads the script's imports.
+
+    It is `<the folder above this script's folder>.lock`: for a script loaded from the Hub, in
+    datasets' modules cache; for a checkout, a file outside any cache, which the builder removes
+    when it was not there before.
+    """
+    return os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + ".lock"
+
+
+# prctl(2) option: the signal this process gets when its parent ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """End this process when `parent_pid`, its parent, ends (Linux; elsewhere nothing is done).
+
+    A killed preparation would otherwise leave its num_proc workers running, writing shards.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        logger.debug(f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}")
+        return
+    if os.getppid() != parent_pid:  # the parent ended before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _normalised_feature_sidecars(feature_sidecars, doc2vec) -> dict[str, str] | None:
     """Sorted by column with local paths made absolute: one config id (and cache) per set of sidecars.
 
@@ -1044,6 +1127,48 @@ def _normalised_feature_sidecars(feature_sidecars, doc2vec) -> dict[str, str] | 
     }
 
 
+def local_inputs_fingerprint(kwargs: dict) -> str | None:
+    """A hash of what a build with these keywords reads from local files; None if it reads none.
+
+    Archives and annotation files count by path, size and modification time; extracted image
+    folders by those of every file; sidecars by those and their Parquet footer (its row-group
+    statistics tell a rebuilt sidecar of the same size). Remote inputs are left to the download cache.
+    """
+    if kwargs.get("inputs_fingerprint") is not None:
+        raise ConfigError("inputs_fingerprint= is set by CocoUnified itself from the input files; leave it out.")
+    sidecars = list((kwargs.get("feature_sidecars") or {}).values())
+    if kwargs.get("doc2vec", True) is not False:
+        sidecars.append(kwargs.get("doc2vec_path") or os.path.join(kwargs["base_path"], DOC2VEC_SIDECAR))
+    data_dir = kwargs.get("data_dir")
+    data_files = _local_data_files(os.fspath(data_dir)) if isinstance(data_dir, (str, os.PathLike)) else []
+    # A path of the wrong type or a missing input is left out: the config's check or the read reports it.
+    sidecars = [os.fspath(path) for path in sidecars if isinstance(path, (str, os.PathLike))]
+    found = [path for path in data_files + sidecars if _is_local(path) and os.path.isfile(path)]
+    digest = hashlib.sha256()
+    for path in found:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        if path in sidecars:
+            with contextlib.suppress(pa.ArrowInvalid, OSError):  # not Parquet: reported where it is read
+                digest.update(repr(pq.read_metadata(path).to_dict()).encode())
+    return digest.hexdigest()[:16] if found else None
+
+
+def _local_data_files(data_dir: str) -> list[str]:
+    """The files of data_dir a build may read: the zips, or every file of the extracted folders."""
+    if "::" in data_dir or not os.path.isdir(data_dir):
+        return []  # refused, with the reason, when the config is checked or the sources located
+    files = []
+    for name, archive in ARCHIVES.items():
+        folder = os.path.join(data_dir, name)
+        if not os.path.isdir(folder):
+            files.append(os.path.join(data_dir, archive.file_name))
+            continue
+        with os.scandir(folder) as entries:
+            files += sorted(entry.path for entry in entries if entry.is_file())
+    return files
+
+
 def check_keywords(kwargs: dict) -> None:
     """A keyword that is neither a config field nor a DatasetBuilder argument is a typo: say which ones exist.
 
@@ -1051,7 +1176,9 @@ def check_keywords(kwargs: dict) -> None:
     """
     config_fields = [field.name for field in dataclasses.fields(CocoUnifiedConfig)]
     own_fields = [
-        name for name in config_fields if name not in {f.name for f in dataclasses.fields(datasets.BuilderConfig)}
+        name
+        for name in config_fields
+        if name not in {f.name for f in dataclasses.fields(datasets.BuilderConfig)} | {"inputs_fingerprint"}
     ]
     builder_parameters = [
         name
@@ -1095,7 +1222,7 @@ class ServerUnreachableError(CocoError):
 
 
 class ArchiveError(CocoError):
-    """A zip that is truncated, corrupt or incomplete, or not the official file."""
+    """A zip that is truncated, corrupt or incomplete, or not the official file; or a truncated extracted image."""
 
 
 class AnnotationError(CocoError):
@@ -1550,6 +1677,13 @@ def read_zip_directory(archive, archive_name: str) -> list[ZipMember]:
             f"{archive_name}: not a readable zip ({error}); the file is truncated or corrupt, download it again."
         ) from None
     ends = [info.header_offset for info in infos[1:]] + [directory_start]
+    if infos and infos[0].header_offset < 0:
+        # zipfile shifts every offset by where it found the directory: a zip that lost its first
+        # bytes places its first entries before the file starts.
+        raise ArchiveError(
+            f"{archive_name}: its directory places entry {infos[0].filename} {-infos[0].header_offset:,} bytes "
+            "before the start of the file; the file lost its beginning (truncated or corrupt), download it again."
+        )
     members = [
         ZipMember(
             info.filename, info.header_offset, end, info.compress_size, info.file_size, info.compress_type, info.CRC
@@ -1763,32 +1897,58 @@ def read_member(reader: ByteRangeReader, member: ZipMember, run_end: int) -> byt
 
 
 def _inflate(reader: ByteRangeReader, member: ZipMember, deflated: bool) -> bytearray:
-    """Decompress chunk by chunk into one preallocated buffer: a 448 MB JSON is held once.
+    """Decompress chunk by chunk into one buffer: a 448 MB JSON is held once.
 
-    ISA-L inflates the same deflate streams as zlib, twice as fast (1.5 s instead of 3.0 s for
-    instances_train2017.json, measured here).
+    Memory follows the data, not what the central directory claims: the buffer is preallocated
+    for a plausible size and grows as bytes arrive, and inflation stops one byte past the declared
+    size, so neither an entry declaring 1 TiB nor a deflate bomb declaring 1,000 bytes costs more
+    than the bytes that exist. ISA-L inflates the same deflate streams as zlib, twice as fast
+    (1.5 s instead of 3.0 s for instances_train2017.json, measured here).
     """
-    content = bytearray(member.size)
+    where = f"{reader.location}, entry {member.name}"
+    if not deflated and member.compressed_size != member.size:
+        raise ArchiveError(
+            f"{where}: a stored entry of {member.compressed_size:,} bytes declares {member.size:,}; "
+            "the archive is corrupt, download it again."
+        )
+    content = bytearray(min(member.size, PREALLOCATED_PER_COMPRESSED_BYTE * member.compressed_size))
     filled, remaining = 0, member.compressed_size
     inflater = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS) if deflated else None
     try:
         while remaining:
             chunk = reader.read(min(READ_CHUNK, remaining))
             remaining -= len(chunk)
-            if inflater is not None:
-                chunk = inflater.decompress(chunk)
-            content[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
+            for part in [chunk] if inflater is None else _inflated_parts(inflater, chunk, member.size - filled):
+                content[filled : filled + len(part)] = part  # grows the buffer past its preallocation
+                filled += len(part)
+                if filled > member.size:
+                    raise ArchiveError(
+                        f"{where}: inflates to more than the {member.size:,} bytes its directory declares; the "
+                        "archive is corrupt or hostile, download it again from the official host."
+                    )
     except isal_zlib.error as error:
-        raise ArchiveError(
-            f"{reader.location}, entry {member.name}: corrupt data ({error}); download it again."
-        ) from None
+        raise ArchiveError(f"{where}: corrupt data ({error}); download it again.") from None
     if filled != member.size:
         raise ArchiveError(
-            f"{reader.location}, entry {member.name}: {filled} bytes instead of {member.size}; "
+            f"{where}: {filled:,} bytes instead of the {member.size:,} its directory declares; "
             "the archive is corrupt, download it again."
         )
     return content
+
+
+def _inflated_parts(inflater, data: bytes, room: int) -> Iterable[bytes]:
+    """What `data` inflates to, in parts of at most READ_CHUNK bytes, never more than `room` + 1 bytes in all.
+
+    One byte past `room` is enough to tell an entry that inflates beyond its declared size.
+    """
+    while not inflater.eof:
+        limit = min(READ_CHUNK, room + 1)
+        part = inflater.decompress(data, limit)
+        data = inflater.unconsumed_tail
+        room -= len(part)
+        yield part
+        if room < 0 or (not data and len(part) < limit):
+            return
 
 
 # ============================================================================= helpers: annotation index
@@ -1869,23 +2029,29 @@ class AnnotationFiles:
 # the ~1.5 million of them decoded from the train2017 files.
 
 
+# Values the pool's Arrow columns hold (pool_features: int64 ids, int32 sizes); msgspec rejects
+# others while decoding, naming the entry (e.g. `$.images[3].width`).
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Size = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+
+
 class _Image(msgspec.Struct, gc=False):
-    id: int
+    id: _Id
     file_name: str
-    width: int
-    height: int
+    width: _Size
+    height: _Size
 
 
 class _Caption(msgspec.Struct, gc=False):
-    image_id: int
-    id: int
+    image_id: _Id
+    id: _Id
     caption: str
 
 
 class _Instance(msgspec.Struct, gc=False):
     # Only what labels need: msgspec skips segmentation, bbox, ... without building them.
-    image_id: int
-    id: int
+    image_id: _Id
+    id: _Id
     category_id: int
 
 
@@ -1964,7 +2130,7 @@ def _decode(content: bytearray, schema, file_name: str):
         return msgspec.json.decode(content, type=schema)
     except msgspec.ValidationError as error:
         raise AnnotationError(f"{file_name}: {error}; use the official annotation file.") from None
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise AnnotationError(
             f"{file_name}: malformed JSON ({error}); the file is truncated or corrupt, download it again."
         ) from None
@@ -1975,9 +2141,16 @@ def _index_split(
 ) -> dict[int, ImageRecord]:
     captions_name, instances_name = f"captions_{split}.json", f"instances_{split}.json"
     records: dict[int, ImageRecord] = {}
+    id_of_file: dict[str, int] = {}
     for image in captions_file.images:
         if image.id in records:
             raise AnnotationError(f"{captions_name}: image id {image.id} is listed twice; use the official file.")
+        shared = id_of_file.setdefault(image.file_name, image.id)
+        if shared != image.id:
+            raise AnnotationError(
+                f"{captions_name}: images {shared} and {image.id} both name the file {image.file_name}; "
+                "use the official file."
+            )
         records[image.id] = ImageRecord(image.id, image.file_name, split, image.width, image.height)
     instance_image_ids = {image.id for image in instances_file.images}
     if instance_image_ids != records.keys():
@@ -1985,7 +2158,13 @@ def _index_split(
         raise AnnotationError(
             f"{instances_name} and {captions_name} list different images (e.g. ids {differing}); use the official files."
         )
+    caption_ids: set[int] = set()
     for caption in captions_file.annotations:
+        if caption.id in caption_ids:
+            raise AnnotationError(
+                f"{captions_name}: caption annotation {caption.id} is listed twice; use the official file."
+            )
+        caption_ids.add(caption.id)
         record = records.get(caption.image_id)
         if record is None:
             raise AnnotationError(f"{captions_name}: caption {caption.id} refers to unknown image {caption.image_id}.")
@@ -2063,12 +2242,36 @@ def list_images(source: Source, listed: Sequence[ImageRecord], wanted: Sequence[
 def read_image(entry: ImageEntry, readers: dict[str, ByteRangeReader], run_ends: dict[str, int]) -> bytes:
     if entry.member is None:
         with open(entry.path, "rb") as file:
-            return file.read()
+            content = file.read()
+        check_image_bytes(content, entry.path)
+        return content
     location = entry.source.read_from
     reader = readers.get(location)
     if reader is None:
         reader = readers[location] = entry.source.reader()
     return bytes(read_member(reader, entry.member, run_ends.get(location, entry.member.end)))
+
+
+def check_image_bytes(content: bytes, path: str) -> None:
+    """An extracted image must not be empty, and a JPEG or PNG must end like one: a truncated copy fails here.
+
+    A zip entry has its CRC for this; a loose file has only its structure. The end marker may be
+    followed by padding, so it is looked for near the end (a JPEG's compressed data cannot hold
+    it). Other formats pass: one official train2017 file is not a real JPEG (docs/FACTS.md §1).
+    """
+    if not content:
+        raise ArchiveError(f"{path}: empty (0 bytes); extract it again from the official zip.")
+    for kind, start, end in _IMAGE_FORMATS:
+        if content.startswith(start) and end not in content[-_IMAGE_END_SLACK:]:
+            raise ArchiveError(
+                f"{path}: a {kind} without its end marker ({len(content):,} bytes); the file is truncated, "
+                "extract it again from the official zip."
+            )
+
+
+# (format, first bytes, end marker) of the images COCO holds: JPEGs, and a few PNGs named .jpg.
+_IMAGE_FORMATS = (("JPEG", b"\xff\xd8", b"\xff\xd9"), ("PNG", b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"))
+_IMAGE_END_SLACK = 1024
 
 
 # ============================================================================= helpers: sidecars
@@ -2289,7 +2492,11 @@ def read_sidecar_columns(
     for name in dims:
         column = table.column(name).combine_chunks()
         if column.null_count:
-            raise SidecarError(f"{path}: {name} is null for {number_of(column.null_count, 'image')}; {remedy}.")
+            null_ids = file_ids[np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))]
+            raise SidecarError(
+                f"{path}: the {_sidecar_words(name)} row for image_id {null_ids[0]} is null "
+                f"({number_of(len(null_ids), 'null row')}: image ids {null_ids[:5].tolist()}); {remedy}."
+            )
         values = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
         # float16 and integer vectors become float32: one type for every joined column
         matrix = values[rows] if rows is not None else values
