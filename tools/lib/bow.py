@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import platform
-import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 
@@ -31,7 +30,7 @@ from gensim.parsing.preprocessing import STOPWORDS
 
 import coco_unified
 from coco_unified import CocoError
-from tools.lib.pool import read_pool
+from tools.lib.pool import read_pool, without_credentials
 from tools.lib.text import TOKENIZER, join_captions, tokenize_captions
 
 logger = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ def build_bow_sidecar(
     matrix = bow_matrix(documents, vocabulary, options.counts)
     provenance = {
         "tool": "coco-unified bow",
-        "source": _without_credentials(data_dir or base_url or coco_unified.OFFICIAL_BASE_URL),
+        "source": without_credentials(data_dir or base_url or coco_unified.OFFICIAL_BASE_URL),
         "images": len(records),
         "tokenizer": TOKENIZER,
         **dataclasses.asdict(options),
@@ -192,12 +191,3 @@ def build_bow_sidecar(
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     write_bow_sidecar(output, [record.image_id for record in records], matrix, vocabulary, provenance)
     return {"vocabulary": vocabulary, **provenance}
-
-
-def _without_credentials(source: str) -> str:
-    """A URL without its user and password: the provenance is published with the sidecar."""
-    parts = urllib.parse.urlsplit(source)
-    if not parts.hostname:
-        return source
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

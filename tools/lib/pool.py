@@ -1,6 +1,7 @@
 """What the tools share about the pool: reading its annotations, where the Doc2Vec sidecar goes."""
 
 import os
+import urllib.parse
 
 import coco_unified
 from coco_unified import (
@@ -34,3 +35,12 @@ def read_pool(data_dir: str | None = None, base_url: str | None = None) -> list[
             "COCO 2017 captions every image, so the captions files are incomplete. Use the official annotations."
         )
     return records
+
+
+def without_credentials(source: str) -> str:
+    """A URL without its user and password: provenance and manifests are published with the files."""
+    parts = urllib.parse.urlsplit(source)
+    if not parts.hostname:
+        return source
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
