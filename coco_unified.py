@@ -32,9 +32,9 @@ What one row is (the `default` config; the image above, `...` where the example 
 `index` is the row's position in the pool, `coco_split` 0 is train2017, and the dog (category
 id 18) is class 16 of CATEGORIES.
 
-The file reads top-down: the facts about COCO 2017, the config, the builder, then the helpers
-by concept (errors, sources, archive reading, annotation index, image listing, sidecars, shard
-planning, protocol). Everything that reads COCO lives here once and the tools in `tools/`
+The file reads top-down: the facts about COCO 2017, the protocols of the literature, the config,
+the builder, then the helpers by concept (errors, sources, archive reading, annotation index, image
+listing, sidecars, shard planning). Everything that reads COCO lives here once and the tools in `tools/`
 import it, because a loading script only carries single-file modules with it.
 """
 
@@ -249,6 +249,7 @@ SIDECAR_ROW_GROUP_ROWS = 1024
 # The research protocol of the hashing literature: 5,000 queries; training sets of these sizes.
 DEFAULT_NUM_QUERY = 5_000
 DEFAULT_TRAIN_SIZES = (5_000, 10_000)
+DEFAULT_NUM_TRAIN = max(DEFAULT_TRAIN_SIZES)
 
 # Shards of train2017.zip when streaming: each is one ranged GET of whole entries, and their
 # number bounds how many DataLoader workers and nodes can share the pool.
@@ -268,6 +269,352 @@ OPEN_ATTEMPTS = 3
 # HTTP statuses of a busy or restarting server: a later try may succeed.
 TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 
+# ============================================================================= protocols
+#
+# A protocol says which pool images a paper queries with, trains on and retrieves from. PROTOCOLS
+# names those of the literature (docs/FACTS.md §6, §7); each computes, from the pool's records in
+# index order, split name -> pool indices, and, where its paper's code reads one file in a fixed
+# row order, that order. The loader's protocol configs, `coco-unified protocol --protocol NAME` and
+# the export formats all read this one table.
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """The seeded query / database / training split of the labeled pool used by hashing papers."""
+
+    seed: int
+    query: np.ndarray  # pool indices, ascending
+    database: np.ndarray
+    train: dict[int, np.ndarray]  # training size -> pool indices, ascending
+
+
+def sample_protocol(
+    labeled: Sequence[int],
+    seed: int,
+    num_query: int = DEFAULT_NUM_QUERY,
+    train_sizes: Sequence[int] = DEFAULT_TRAIN_SIZES,
+) -> Protocol:
+    """Split the ascending pool indices of labeled images into query and database, then draw training sets.
+
+    Exactly: rng = numpy.random.default_rng(seed); shuffled = rng.permutation(labeled);
+    query = sort(shuffled[:num_query]); database = sort(shuffled[num_query:]);
+    order = rng.permutation(database); train_k = sort(order[:k]). So each training set lies in the
+    database and every smaller one inside every larger one, whatever sizes are asked together.
+    """
+    labeled = np.asarray(labeled, dtype=np.int64)
+    if len(np.unique(labeled)) != len(labeled) or not np.array_equal(labeled, np.sort(labeled)):
+        raise ConfigError("The labeled pool indices must be ascending and distinct; pass the clean_id list.")
+    check_protocol_fits(len(labeled), num_query, max(train_sizes, default=0))
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(labeled)
+    database = np.sort(shuffled[num_query:])
+    order = rng.permutation(database)
+    return Protocol(
+        seed, np.sort(shuffled[:num_query]), database, {size: np.sort(order[:size]) for size in train_sizes}
+    )
+
+
+def check_protocol_fits(num_labeled: int, num_query: int, num_train: int, whose: str = "") -> None:
+    """Queries and the largest training set (drawn from the database) must fit the labeled pool."""
+    if num_query < num_labeled and num_train <= num_labeled - num_query:
+        return
+    fix = "use a larger copy of COCO"
+    if num_labeled >= 2:
+        query = num_query if num_query <= num_labeled // 4 else _round_down(num_labeled // 4)
+        train = num_train if num_train <= num_labeled - query else _round_down(num_labeled - query)
+        fix = f"pass num_query={query}, num_train={train} (or smaller)"
+    raise ConfigError(
+        f"{whose + ': its ' if whose else ''}{num_labeled:,} labeled images cannot hold {num_query} queries and a "
+        f"database of at least {num_train} training images: {fix}."
+    )
+
+
+def _round_down(number: int) -> int:
+    """The largest of 1, 2, 5, 10, 20, 50, ... not above `number` (at least 1): a size easy to read."""
+    best = 1
+    for magnitude in (10**exponent for exponent in range(len(str(max(number, 1))))):
+        best = max([best] + [step * magnitude for step in (1, 2, 5) if step * magnitude <= number])
+    return best
+
+
+def labeled_indices(records: Sequence[ImageRecord]) -> np.ndarray:
+    """The ascending pool indices of the images with at least one label (the `clean_id` list)."""
+    return np.asarray([record.index for record in records if record.labels], dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class IdList:
+    """Image ids in a file's order, and the file they were read from (named in errors)."""
+
+    path: str
+    image_ids: np.ndarray
+
+
+def read_id_list(location: str, storage_options: dict | None = None) -> IdList:
+    """One COCO image id a line, each once."""
+    with open_location(location, storage_options) as file:
+        text = file.read().decode("ascii", errors="replace")
+    try:
+        image_ids = np.asarray([int(line) for line in text.split()], dtype=np.int64)
+    except ValueError as error:
+        raise CocoError(
+            f"{location}: {error}; the file must hold one image id a line. Restore it from the project."
+        ) from None
+    if len(np.unique(image_ids)) != len(image_ids):
+        raise CocoError(f"{location} lists an image id twice; restore the file from the project.")
+    return IdList(location, image_ids)
+
+
+def shipped_id_lists(paths: dict[str, str]) -> dict[str, IdList]:
+    """The id lists the project ships, read from beside this script (where the tools find them)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return {split: read_id_list(os.path.join(here, path)) for split, path in paths.items()}
+
+
+# DSPH's `split_data` seeds numpy's global generator with this by default (its --seed).
+DSPH_SEED = 1814
+# Karpathy & Fei-Fei 2015 (docs/FACTS.md §7): 5,000 validation and 5,000 test images by id; train
+# is every other pool image (82,783 train2014 + 30,504 "restval"). The "1K test" figures average
+# five folds of 1,000 test images.
+KARPATHY_ID_LISTS = {
+    str(datasets.Split.VALIDATION): "data/karpathy_val_image_ids.txt",
+    str(datasets.Split.TEST): "data/karpathy_test_image_ids.txt",
+}
+KARPATHY_LIST_SIZE = 5_000
+KARPATHY_FOLD_SIZE = 1_000
+
+# (records, seed, num_query, num_train, id lists) -> split name -> pool indices
+_SplitsFunction = Callable[[Sequence["ImageRecord"], int, int, int, dict[str, IdList]], dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedProtocol:
+    """A protocol of the literature: how its splits are drawn from the pool, and its file's row order.
+
+    `splits(records, seed, num_query, num_train)` gives split name -> pool indices in the
+    protocol's own order (ascending where it has none); `rows(records, seed)` the row order of the
+    file its paper's code reads, or None. A seed of None is the protocol's own default seed.
+    """
+
+    name: str
+    summary: str  # who uses it and how it splits, one line (README, --help)
+    split_names: tuple[str, ...]
+    default_seed: int | None  # None: nothing is drawn, the seed is not used
+    uses_num_query: bool
+    uses_num_train: bool
+    _splits: _SplitsFunction
+    _rows: Callable[[Sequence[ImageRecord], int], np.ndarray] | None = None
+    _real_sizes: Callable[[int, int], dict[str, int]] | None = None  # (num_query, num_train) -> sizes
+    id_lists: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> file shipped beside the script
+
+    def splits(
+        self,
+        records: Sequence[ImageRecord],
+        seed: int | None = None,
+        num_query: int = DEFAULT_NUM_QUERY,
+        num_train: int = DEFAULT_NUM_TRAIN,
+        id_lists: dict[str, IdList] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Split name -> pool indices; `id_lists` defaults to the files shipped beside this script."""
+        if id_lists is None:
+            id_lists = shipped_id_lists(self.id_lists)
+        num_labeled = sum(1 for record in records if record.labels)
+        self.check_fits(num_labeled, num_query, num_train, f"The {self.name} protocol on this copy of COCO")
+        return self._splits(records, self.seed_or_default(seed), num_query, num_train, id_lists)
+
+    def rows(self, records: Sequence[ImageRecord], seed: int | None = None) -> np.ndarray | None:
+        """The pool indices in the row order of the file its paper's code reads; None if it reads none."""
+        return None if self._rows is None else self._rows(records, self.seed_or_default(seed))
+
+    def seed_or_default(self, seed: int | None) -> int | None:
+        return self.default_seed if seed is None else seed
+
+    def real_sizes(self, num_query: int = DEFAULT_NUM_QUERY, num_train: int = DEFAULT_NUM_TRAIN) -> dict[str, int]:
+        """The rows of each split when drawn from the real COCO 2017."""
+        return self._real_sizes(num_query, num_train)
+
+    def check_fits(self, num_labeled: int, num_query: int, num_train: int, whose: str = "") -> None:
+        """Fail, naming sizes that fit, when the labeled pool cannot hold the protocol's sizes."""
+        if self.uses_num_query:
+            check_protocol_fits(num_labeled, num_query, num_train if self.uses_num_train else 0, whose)
+
+
+def _hashing_splits(records, seed, num_query, num_train, id_lists) -> dict[str, np.ndarray]:
+    drawn = sample_protocol(labeled_indices(records), seed, num_query, [num_train])
+    return {"query": drawn.query, "database": drawn.database, "train": drawn.train[num_train]}
+
+
+def dsph_rows(records: Sequence[ImageRecord]) -> np.ndarray:
+    """DSPH's row order (its make_coco.py): labeled train2017 images by id, then labeled val2017 images by id."""
+    return np.asarray(
+        [record.index for split in COCO_SPLITS for record in records if record.labels and record.coco_split == split],
+        dtype=np.int64,
+    )
+
+
+def _dsph_splits(records, seed, num_query, num_train, id_lists) -> dict[str, np.ndarray]:
+    # DSPH's split_data: np.random.seed(seed); p = np.random.permutation(n); RandomState(seed) is
+    # that same legacy generator, without touching numpy's global state.
+    rows = dsph_rows(records)
+    order = rows[np.random.RandomState(seed).permutation(len(rows))]
+    return {
+        "query": order[:num_query],
+        "train": order[num_query : num_query + num_train],
+        "retrieval": order[num_query:],
+    }
+
+
+def seeded_labeled_order(records: Sequence[ImageRecord], seed: int) -> np.ndarray:
+    """The labeled pool shuffled by numpy.random.default_rng(seed): the row order of the UCCH and DCHN files."""
+    return np.random.default_rng(seed).permutation(labeled_indices(records))
+
+
+def _ucch_splits(records, seed, num_query, num_train, id_lists) -> dict[str, np.ndarray]:
+    # UCCH's MSCOCO_fea takes the file's last num_query rows as queries, all others to train and retrieve.
+    order = seeded_labeled_order(records, seed)
+    rest = order[:-num_query]
+    return {"query": order[-num_query:], "train": rest, "retrieval": rest}
+
+
+def _dchn_splits(records, seed, num_query, num_train, id_lists) -> dict[str, np.ndarray]:
+    # DCHN's MSCOCO_doc2vec: the first num_query rows query, the next num_train train, all after the queries retrieve.
+    order = seeded_labeled_order(records, seed)
+    return {
+        "query": order[:num_query],
+        "train": order[num_query : num_query + num_train],
+        "retrieval": order[num_query:],
+    }
+
+
+def _karpathy_splits(records, seed, num_query, num_train, id_lists) -> dict[str, np.ndarray]:
+    """train: every pool image in neither list, ascending; validation and test: in their files' order."""
+    for id_list in id_lists.values():
+        if len(id_list.image_ids) != KARPATHY_LIST_SIZE:
+            raise CocoError(
+                f"{id_list.path} lists {number_of(len(id_list.image_ids), 'image id')}, not Karpathy's "
+                f"{KARPATHY_LIST_SIZE:,}; restore the file from the project."
+            )
+    held_out = {split: _indices_of_listed(records, id_lists[split]) for split in KARPATHY_ID_LISTS}
+    taken = np.concatenate(list(held_out.values()))
+    if len(np.unique(taken)) != len(taken):
+        raise CocoError(
+            f"{' and '.join(id_list.path for id_list in id_lists.values())} share an image id; "
+            "restore the files from the project."
+        )
+    train = np.setdiff1d(np.asarray([record.index for record in records], dtype=np.int64), taken)
+    return {str(datasets.Split.TRAIN): train, **held_out}
+
+
+def _indices_of_listed(records: Sequence[ImageRecord], id_list: IdList) -> np.ndarray:
+    """The pool indices of a list's image ids, in the list's order; ids missing from this copy are logged.
+
+    A copy of COCO smaller than the real one (a sample) holds only some of the ids; the real
+    COCO 2017 holds them all, which the builder checks through the split sizes.
+    """
+    present = _present_indices(records, id_list.image_ids)
+    if not len(present):
+        raise ConfigError(
+            f"{id_list.path}: none of its {number_of(len(id_list.image_ids), 'image id')} is in this copy of COCO "
+            f"({number_of(len(records), 'image')}); the Karpathy split needs COCO 2017, or a sample made by "
+            "`coco-unified sample`, which holds some of them."
+        )
+    if len(present) < len(id_list.image_ids):
+        logger.warning(
+            f"{id_list.path}: {len(present):,} of its {len(id_list.image_ids):,} image ids are in this copy of COCO; "
+            "the split holds those."
+        )
+    return present
+
+
+def _present_indices(records: Sequence[ImageRecord], image_ids: np.ndarray) -> np.ndarray:
+    index_of = {record.image_id: record.index for record in records}
+    return np.asarray([index_of[i] for i in image_ids.tolist() if i in index_of], dtype=np.int64)
+
+
+def karpathy_test_folds(records: Sequence[ImageRecord], test_ids: IdList | None = None) -> list[np.ndarray]:
+    """The five "1K test" folds as pool indices: fold k is rows k*1000 .. k*1000+999 of the shipped test list.
+
+    Papers do not publish their fold order; this one, the file's, is stated in the README. On a
+    copy that lacks some of the ids, each fold holds those of its rows that are present.
+    """
+    test = str(datasets.Split.TEST)
+    test_ids = test_ids or shipped_id_lists({test: KARPATHY_ID_LISTS[test]})[test]
+    return [
+        _present_indices(records, test_ids.image_ids[start : start + KARPATHY_FOLD_SIZE])
+        for start in range(0, len(test_ids.image_ids), KARPATHY_FOLD_SIZE)
+    ]
+
+
+PROTOCOLS: dict[str, NamedProtocol] = {
+    protocol.name: protocol
+    for protocol in (
+        NamedProtocol(
+            "hashing",
+            "the seeded draw of the hashing literature: query, the rest the database, train drawn from it",
+            ("query", "database", "train"),
+            default_seed=0,
+            uses_num_query=True,
+            uses_num_train=True,
+            _splits=_hashing_splits,
+            _real_sizes=lambda q, t: {"query": q, "database": REAL_COUNTS.labeled - q, "train": t},
+        ),
+        NamedProtocol(
+            "dsph",
+            "DSPH's split_data (seed 1814) over its rows: labeled train2017 then labeled val2017, each by id",
+            ("query", "train", "retrieval"),
+            default_seed=DSPH_SEED,
+            uses_num_query=True,
+            uses_num_train=True,
+            _splits=_dsph_splits,
+            _rows=lambda records, seed: dsph_rows(records),
+            _real_sizes=lambda q, t: {"query": q, "train": t, "retrieval": REAL_COUNTS.labeled - q},
+        ),
+        NamedProtocol(
+            "ucch",
+            "UCCH's file: the labeled pool seeded-shuffled; the last 5,000 rows query, the rest train and retrieve",
+            ("query", "train", "retrieval"),
+            default_seed=0,
+            uses_num_query=True,
+            uses_num_train=False,
+            _splits=_ucch_splits,
+            _rows=seeded_labeled_order,
+            _real_sizes=lambda q, t: {
+                "query": q,
+                "train": REAL_COUNTS.labeled - q,
+                "retrieval": REAL_COUNTS.labeled - q,
+            },
+        ),
+        NamedProtocol(
+            "dchn",
+            "DCHN's and SDML's file: the labeled pool seeded-shuffled; the first 5,000 rows query, the next "
+            "10,000 train, all after the queries retrieve",
+            ("query", "train", "retrieval"),
+            default_seed=0,
+            uses_num_query=True,
+            uses_num_train=True,
+            _splits=_dchn_splits,
+            _rows=seeded_labeled_order,
+            _real_sizes=lambda q, t: {"query": q, "train": t, "retrieval": REAL_COUNTS.labeled - q},
+        ),
+        NamedProtocol(
+            "karpathy",
+            "Karpathy's image-text retrieval split: 5,000 validation and 5,000 test images by id, the rest train",
+            (str(datasets.Split.TRAIN), str(datasets.Split.VALIDATION), str(datasets.Split.TEST)),
+            default_seed=None,
+            uses_num_query=False,
+            uses_num_train=False,
+            _splits=_karpathy_splits,
+            _real_sizes=lambda q, t: {
+                str(datasets.Split.TRAIN): REAL_COUNTS.images - 2 * KARPATHY_LIST_SIZE,
+                str(datasets.Split.VALIDATION): KARPATHY_LIST_SIZE,
+                str(datasets.Split.TEST): KARPATHY_LIST_SIZE,
+            },
+            id_lists=KARPATHY_ID_LISTS,
+        ),
+    )
+}
+
+
 # ============================================================================= config
 
 
@@ -286,9 +633,11 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
             column of the sidecar's dimension (sidecars written by `coco-unified image-features`).
         base_url: a mirror with the official layout (`{base_url}/zips/train2017.zip`, ...).
         num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
-        protocol: instead of one `train` split of the pool, the splits `query`, `database` and
-            `train` of the labeled pool drawn by `sample_protocol` (as `coco-unified export` does).
-        protocol_seed, num_query, num_train: the seed and sizes of that draw.
+        protocol: the name of a protocol of PROTOCOLS (hashing, dsph, ucch, dchn, karpathy): instead of
+            one `train` split of the pool, that protocol's splits (`coco-unified protocol --protocol NAME`
+            writes the same as index files). True is the former spelling of "hashing".
+        protocol_seed, num_query, num_train: the seed (None: the protocol's own, e.g. DSPH's 1814)
+            and sizes of the protocols that draw and size their splits; the others ignore them.
     """
 
     with_images: bool = True
@@ -298,10 +647,10 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
     feature_sidecars: dict[str, str] | None = None
     base_url: str | None = None
     num_shards: int = DEFAULT_NUM_SHARDS
-    protocol: bool = False
-    protocol_seed: int = 0
+    protocol: str | None = None
+    protocol_seed: int | None = None
     num_query: int = DEFAULT_NUM_QUERY
-    num_train: int = max(DEFAULT_TRAIN_SIZES)
+    num_train: int = DEFAULT_NUM_TRAIN
 
     def __post_init__(self):
         super().__post_init__()
@@ -313,13 +662,21 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
         datasets sets the keywords given for a named config after constructing it, past
         `__post_init__`, so the builder calls this again.
         """
-        for name in ("with_images", "labeled_only", "doc2vec", "protocol"):
+        for name in ("with_images", "labeled_only", "doc2vec"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: pass {name}=True or {name}=False.")
+        if isinstance(self.protocol, bool):  # the former spelling: protocol=True was the hashing protocol
+            self.protocol = "hashing" if self.protocol else None
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"protocol={self.protocol!r} is not a protocol; pass one of "
+                f"{', '.join(repr(name) for name in PROTOCOLS)}, or protocol=None for the whole pool."
+            )
         _check_whole_number("num_shards", self.num_shards, 1, f"e.g. num_shards={DEFAULT_NUM_SHARDS}, the default")
         _check_whole_number("num_query", self.num_query, 1, f"e.g. num_query={DEFAULT_NUM_QUERY}, the default")
-        _check_whole_number("num_train", self.num_train, 0, f"e.g. num_train={max(DEFAULT_TRAIN_SIZES)}, the default")
-        _check_whole_number("protocol_seed", self.protocol_seed, 0, "e.g. protocol_seed=0, the default")
+        _check_whole_number("num_train", self.num_train, 0, f"e.g. num_train={DEFAULT_NUM_TRAIN}, the default")
+        if self.protocol_seed is not None:
+            _check_whole_number("protocol_seed", self.protocol_seed, 0, "e.g. protocol_seed=0, or None for the default")
         if self.doc2vec_path is not None and not isinstance(self.doc2vec_path, (str, os.PathLike)):
             raise ConfigError(f"doc2vec_path={self.doc2vec_path!r}: pass the path or URL of the sidecar as a string.")
         if self.feature_sidecars is not None:
@@ -339,24 +696,24 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
     def image_parts(self) -> list[str]:
         return list(COCO_SPLITS) if self.with_images else []
 
-    def split_positions(self, records: Sequence[ImageRecord]) -> dict[str, list[int]]:
-        """Split name -> the positions in `records` (the pool, in index order) that split holds.
+    def split_positions(
+        self, records: Sequence[ImageRecord], id_lists: dict[str, IdList] | None = None
+    ) -> dict[str, list[int]]:
+        """Split name -> the positions in `records` (the pool, in index order) that split holds, ascending.
 
-        A protocol too large for the labeled pool fails here, before any image is read.
+        A protocol too large for the labeled pool fails here, before any image is read. `id_lists`
+        are the protocol's shipped id lists, as the builder fetched them (default: beside this script).
         """
-        if not self.protocol:
+        if self.protocol is None:
             return {str(datasets.Split.TRAIN): [p for p, r in enumerate(records) if r.labels or not self.labeled_only]}
         position_of = {record.index: position for position, record in enumerate(records)}
-        labeled = [record.index for record in records if record.labels]
-        check_protocol_fits(len(labeled), self.num_query, self.num_train, "The protocol config on this copy of COCO")
-        drawn = sample_protocol(labeled, self.protocol_seed, self.num_query, [self.num_train])
-        named = {"query": drawn.query, "database": drawn.database, "train": drawn.train[self.num_train]}
-        return {name: [position_of[index] for index in indices.tolist()] for name, indices in named.items()}
+        splits = PROTOCOLS[self.protocol].splits(records, self.protocol_seed, self.num_query, self.num_train, id_lists)
+        return {name: sorted(position_of[index] for index in indices.tolist()) for name, indices in splits.items()}
 
     def real_split_sizes(self) -> dict[str, int]:
         """The rows of each split when built from the real COCO 2017."""
-        if self.protocol:
-            return {"query": self.num_query, "database": REAL_COUNTS.labeled - self.num_query, "train": self.num_train}
+        if self.protocol is not None:
+            return PROTOCOLS[self.protocol].real_sizes(self.num_query, self.num_train)
         return {str(datasets.Split.TRAIN): REAL_COUNTS.labeled if self.labeled_only else REAL_COUNTS.images}
 
 
@@ -450,10 +807,14 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         CocoUnifiedConfig(
             name="protocol",
             version=VERSION,
-            protocol=True,
+            protocol="hashing",
             description="The labeled pool as the seeded splits of the hashing literature: 5,000 query images, "
             "the rest as database, 10,000 training images drawn from the database.",
         ),
+    ] + [
+        CocoUnifiedConfig(name=protocol.name, version=VERSION, protocol=protocol.name, description=protocol.summary)
+        for protocol in PROTOCOLS.values()
+        if protocol.name != "hashing"  # that is the `protocol` config, named when it was the only one
     ]
     DEFAULT_CONFIG_NAME = "default"
 
@@ -513,7 +874,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         #    are known before an image archive is fetched.
         sources[ANNOTATIONS] = sources[ANNOTATIONS].fetched_by(dl_manager)
         records = build_annotation_index(sources[ANNOTATIONS])
-        split_positions = config.split_positions(records)
+        split_positions = config.split_positions(records, self._id_lists(dl_manager))
         # 3. The image archives, then what datasets verifies against the real COCO 2017.
         for name in config.image_parts():
             sources[name] = sources[name].fetched_by(dl_manager)
@@ -569,6 +930,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         real = is_real_coco(sources.values(), counts)
         if real:
             check_real_counts(counts)
+            check_real_split_sizes(split_positions, self.config.real_split_sizes())
             if self._check_sha256:
                 check_sha256(dl_manager, sources.values())
         logger.info(f"{'The official COCO 2017' if real else 'A COCO copy that is not the full COCO 2017'}: {counts}")
@@ -580,6 +942,16 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         for name, positions in split_positions.items():
             self.info.splits.add(datasets.SplitInfo(name=name, num_examples=len(positions)))
         self.info.download_checksums = official_checksums(sources.values())
+
+    def _id_lists(self, dl_manager) -> dict[str, IdList] | None:
+        """The protocol's shipped id lists, fetched as the default sidecar is: relative to the script or its repo."""
+        if self.config.protocol is None:
+            return None
+        storage_options = dl_manager.download_config.storage_options
+        return {
+            split: read_id_list(dl_manager.download(path), storage_options)
+            for split, path in PROTOCOLS[self.config.protocol].id_lists.items()
+        }
 
     def _attach_sidecars(self, dl_manager, shards: list[Shard]) -> None:
         """Each sidecar read once (all its columns), in the order of the shards' rows; each shard gets its slices."""
@@ -796,6 +1168,16 @@ def check_real_counts(counts: PoolCounts) -> None:
         raise AnnotationError(
             f"The archives have the size of the official COCO 2017 files but their annotations hold {counts}, "
             f"not {REAL_COUNTS}; an annotation file was altered. Download annotations_trainval2017.zip again."
+        )
+
+
+def check_real_split_sizes(split_positions: dict[str, list[int]], expected: dict[str, int]) -> None:
+    """Built from the real COCO 2017, every split has its published size (a shipped id list holds only pool ids)."""
+    sizes = {name: len(positions) for name, positions in split_positions.items()}
+    if sizes != expected:
+        raise AnnotationError(
+            f"On the official COCO 2017 the splits hold {sizes}, not {expected}; the id lists beside "
+            "coco_unified.py were altered. Restore them from the project."
         )
 
 
@@ -1881,65 +2263,3 @@ def _split_evenly(positions: Sequence[int], weights: Sequence[int], num_chunks: 
     cumulative = np.cumsum(weights)
     cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, num_chunks) / num_chunks, side="right")
     return [chunk.tolist() for chunk in np.split(np.asarray(positions, dtype=np.int64), cuts) if len(chunk)]
-
-
-# ============================================================================= helpers: protocol
-
-
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-    """The seeded query / database / training split of the labeled pool used by hashing papers."""
-
-    seed: int
-    query: np.ndarray  # pool indices, ascending
-    database: np.ndarray
-    train: dict[int, np.ndarray]  # training size -> pool indices, ascending
-
-
-def sample_protocol(
-    labeled: Sequence[int],
-    seed: int,
-    num_query: int = DEFAULT_NUM_QUERY,
-    train_sizes: Sequence[int] = DEFAULT_TRAIN_SIZES,
-) -> Protocol:
-    """Split the ascending pool indices of labeled images into query and database, then draw training sets.
-
-    Exactly: rng = numpy.random.default_rng(seed); shuffled = rng.permutation(labeled);
-    query = sort(shuffled[:num_query]); database = sort(shuffled[num_query:]);
-    order = rng.permutation(database); train_k = sort(order[:k]). So each training set lies in the
-    database and every smaller one inside every larger one, whatever sizes are asked together.
-    """
-    labeled = np.asarray(labeled, dtype=np.int64)
-    if len(np.unique(labeled)) != len(labeled) or not np.array_equal(labeled, np.sort(labeled)):
-        raise ConfigError("The labeled pool indices must be ascending and distinct; pass the clean_id list.")
-    check_protocol_fits(len(labeled), num_query, max(train_sizes, default=0))
-    rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(labeled)
-    database = np.sort(shuffled[num_query:])
-    order = rng.permutation(database)
-    return Protocol(
-        seed, np.sort(shuffled[:num_query]), database, {size: np.sort(order[:size]) for size in train_sizes}
-    )
-
-
-def check_protocol_fits(num_labeled: int, num_query: int, num_train: int, whose: str = "") -> None:
-    """Queries and the largest training set (drawn from the database) must fit the labeled pool."""
-    if num_query < num_labeled and num_train <= num_labeled - num_query:
-        return
-    fix = "use a larger copy of COCO"
-    if num_labeled >= 2:
-        query = num_query if num_query <= num_labeled // 4 else _round_down(num_labeled // 4)
-        train = num_train if num_train <= num_labeled - query else _round_down(num_labeled - query)
-        fix = f"pass num_query={query}, num_train={train} (or smaller)"
-    raise ConfigError(
-        f"{whose + ': its ' if whose else ''}{num_labeled:,} labeled images cannot hold {num_query} queries and a "
-        f"database of at least {num_train} training images: {fix}."
-    )
-
-
-def _round_down(number: int) -> int:
-    """The largest of 1, 2, 5, 10, 20, 50, ... not above `number` (at least 1): a size easy to read."""
-    best = 1
-    for magnitude in (10**exponent for exponent in range(len(str(max(number, 1))))):
-        best = max([best] + [step * magnitude for step in (1, 2, 5) if step * magnitude <= number])
-    return best

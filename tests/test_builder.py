@@ -501,7 +501,8 @@ def test_protocol_depends_on_its_seed_only(sample_dir, tmp_path):
 def test_protocol_too_big_for_the_pool_names_sizes_that_fit_before_reading_images(mirror, sample_dir, tmp_path):
     fix = r"pass num_query=(\d+), num_train=(\d+) \(or smaller\)"
     with raises_coco_error(
-        ConfigError, rf"protocol config on this copy of COCO: its 243 labeled images cannot hold 5000 queries.*{fix}"
+        ConfigError,
+        rf"The hashing protocol on this copy of COCO: its 243 labeled images cannot hold 5000 queries.*{fix}",
     ) as caught:
         make_builder(tmp_path, "protocol", base_url=mirror.base_url).download_and_prepare()
     assert [mirror.traffic().for_path(path).requests for path in IMAGE_ZIPS] == [0, 0]
