@@ -169,15 +169,12 @@ def describe_feature(column: SidecarColumn, provenance: dict) -> dict:
     return {"column": column.name, "sidecar": column.path, "dim": column.dim, "provenance": provenance}
 
 
-def protocol_entry(pool: ExportPool, name: str) -> dict:
+def protocol_entry(pool: ExportPool, name: str, seed: int | None) -> dict:
     """The protocol a format's rows encode, its seed and split sizes; a pool too small for them fails here."""
     protocol = PROTOCOLS[name]
-    splits = protocol.splits(pool.records, pool.seed, pool.num_query, pool.num_train)
-    return {
-        "name": name,
-        "seed": protocol.seed_or_default(pool.seed),
-        **{split: len(rows) for split, rows in splits.items()},
-    }
+    splits = protocol.splits(pool.records, seed, pool.num_query, pool.num_train)
+    sizes = {split: len(rows) for split, rows in splits.items()}
+    return {"name": name, "seed": protocol.seed_or_default(seed), **sizes}
 
 
 # A format's plan checks everything it needs (sidecars, sizes, image parts) and returns its writer,
@@ -247,7 +244,7 @@ def mean_image_beside(column: SidecarColumn) -> np.ndarray:
 
 def plan_ucch(pool: ExportPool) -> Writer:
     """UCCH's one file: the labeled pool in the ucch protocol's order, its last num_query rows the queries."""
-    protocol = protocol_entry(pool, "ucch")
+    protocol = protocol_entry(pool, "ucch", pool.seed)
     rows = PROTOCOLS["ucch"].rows(pool.records, pool.seed)
     image_column = pool.features.column(pool.features.image_feature, f"The ucch format's {UCCH_FILE}")
     text_column = pool.features.column(pool.features.text_feature, f"The ucch format's {UCCH_FILE}")
@@ -275,7 +272,7 @@ def plan_ucch(pool: ExportPool) -> Writer:
 def plan_dchn(pool: ExportPool) -> Writer:
     """DCHN's (and SDML's) one file: the labeled pool in the dchn protocol's order, cut after its queries
     and training rows into the train_ part, the rest into the test_ part."""
-    protocol = protocol_entry(pool, "dchn")
+    protocol = protocol_entry(pool, "dchn", pool.seed)
     rows = PROTOCOLS["dchn"].rows(pool.records, pool.seed)
     cut = pool.num_query + pool.num_train
     image_column = pool.features.column(pool.features.image_feature, f"The dchn format's {DCHN_FILE}")
@@ -319,7 +316,7 @@ def plan_dchn(pool: ExportPool) -> Writer:
 
 def plan_dsph(pool: ExportPool) -> Writer:
     """DSPH's three .mat files as its make_coco.py saves them, image paths into the exported images/."""
-    protocol = protocol_entry(pool, "dsph")
+    protocol = protocol_entry(pool, "dsph", None)  # the files fix the rows; DSPH's loader draws with its own seed
     rows = dsph_rows(pool.records)
 
     def write(directory: str) -> dict:
