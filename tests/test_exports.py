@@ -176,6 +176,17 @@ def export_command(*arguments, cwd) -> subprocess.CompletedProcess:
         (["--feature", "=x.parquet"], 2, "argument --feature: '=x.parquet' is not COLUMN=PATH"),
         (["--feature", "a=x.parquet", "--feature", "a=y.parquet"], 2, "argument --feature: column 'a' given twice"),
         (["--no-doc2vec", "--feature", "texts=x.parquet"], 1, "--feature: 'texts' cannot name exported arrays"),
+        (["--format", "npy"], 2, "argument --format: invalid choice: 'npy'"),
+        (
+            ["--format", "ucch", "--no-doc2vec"],
+            1,
+            "--feature names no 'vgg19_fc7': make the sidecar with `coco-unified",
+        ),
+        (
+            ["--format", "dchn", "--feature", "vgg19_fc7=vgg.parquet", "--image-feature", "cnnf_fc7"],
+            1,
+            "vgg.parquet not found",
+        ),
     ],
 )
 def test_bad_feature_flags_are_one_line_errors(arguments, status, named, tmp_path):

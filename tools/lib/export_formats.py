@@ -25,6 +25,7 @@ Each format writes exactly what its paper's code reads (docs/FACTS.md §6), plus
 """
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -52,12 +53,14 @@ from coco_unified import (
     feature_column,
     iter_sidecar_rows,
     list_images,
+    locate_sources,
     read_image,
     read_sidecar_schema,
     require_sources,
     sidecar_provenance,
 )
 from tools.lib.image_features.mean_image import MEAN_IMAGE_KEY, MEAN_IMAGE_SUFFIX, mean_image_sha256, read_mean_image
+from tools.lib.pool import read_pool
 from tools.lib.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -82,13 +85,17 @@ class FeatureChoice:
     doc2vec_path: str | None = None  # None: no Doc2Vec sidecar (doc2vec=False)
     feature_sidecars: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
-    def column(self, name: str, wanted_by: str) -> SidecarColumn:
-        """The sidecar column `name`, checked from its footer; a missing one names the command that makes it."""
+    def column(self, name: str, wanted_by: str, chosen_by: str | None = None) -> SidecarColumn:
+        """The sidecar column `name`, checked from its footer; a missing one names the command that makes it.
+
+        `chosen_by`: the option that chose the column (image_feature, text_feature), offered as the other way out.
+        """
+        instead = f", or choose another {chosen_by}" if chosen_by else ""
         if name == DEFAULT_TEXT_FEATURE:
             if self.doc2vec_path is None:
                 raise SidecarError(
                     f"{wanted_by} needs the Doc2Vec vectors: drop doc2vec=False and pass doc2vec_path "
-                    f"(made by `{DOC2VEC_COMMAND.format(path='PATH')}`), or choose another text feature."
+                    f"(made by `{DOC2VEC_COMMAND.format(path='PATH')}`){instead}."
                 )
             column = doc2vec_column(self.doc2vec_path)
             read_sidecar_schema(column.path, None, column.missing_error(), column.remedy)
@@ -96,22 +103,32 @@ class FeatureChoice:
         if name not in self.feature_sidecars:
             model = name.partition("_")[0]
             raise SidecarError(
-                f"{wanted_by} needs the {name} vectors: pass feature_sidecars={{{name!r}: PATH}}, a sidecar made "
-                f"by `{FEATURES_COMMAND.format(path='PATH').replace('MODEL', model)}`, or choose another feature."
+                f"{wanted_by} needs the {name} vectors, and feature_sidecars names no {name!r}: make the sidecar "
+                f"with `{FEATURES_COMMAND.format(path='PATH').replace('MODEL', model)}` and add it as {name}=PATH"
+                f"{instead}."
             )
         return feature_column(name, os.fspath(self.feature_sidecars[name]))
 
 
 @dataclasses.dataclass
 class ExportPool:
-    """The pool in index order (annotations only), where its images are, and what the formats share."""
+    """The pool in index order (annotations only, read when first needed), where its images are, and
+    what the formats share."""
 
-    records: list[ImageRecord]
-    sources: dict[str, Source]
+    data_dir: str | None
+    base_url: str | None
     features: FeatureChoice
     seed: int | None  # of the protocols that draw (ucch, dchn); None: each protocol's default
     num_query: int = DEFAULT_NUM_QUERY
     num_train: int = DEFAULT_NUM_TRAIN
+
+    @functools.cached_property
+    def records(self) -> list[ImageRecord]:
+        return read_pool(self.data_dir, self.base_url)
+
+    @functools.cached_property
+    def sources(self) -> dict[str, Source]:
+        return locate_sources(self.data_dir, self.base_url)
 
     @property
     def image_ids(self) -> np.ndarray:
@@ -244,10 +261,11 @@ def mean_image_beside(column: SidecarColumn) -> np.ndarray:
 
 def plan_ucch(pool: ExportPool) -> Writer:
     """UCCH's one file: the labeled pool in the ucch protocol's order, its last num_query rows the queries."""
+    wanted_by = f"The ucch format's {UCCH_FILE}"
+    image_column = pool.features.column(pool.features.image_feature, wanted_by, "image_feature")
+    text_column = pool.features.column(pool.features.text_feature, wanted_by, "text_feature")
     protocol = protocol_entry(pool, "ucch", pool.seed)
     rows = PROTOCOLS["ucch"].rows(pool.records, pool.seed)
-    image_column = pool.features.column(pool.features.image_feature, f"The ucch format's {UCCH_FILE}")
-    text_column = pool.features.column(pool.features.text_feature, f"The ucch format's {UCCH_FILE}")
 
     def write(directory: str) -> dict:
         image_ids = pool.image_ids[rows]
@@ -272,11 +290,12 @@ def plan_ucch(pool: ExportPool) -> Writer:
 def plan_dchn(pool: ExportPool) -> Writer:
     """DCHN's (and SDML's) one file: the labeled pool in the dchn protocol's order, cut after its queries
     and training rows into the train_ part, the rest into the test_ part."""
+    cut = pool.num_query + pool.num_train
+    wanted_by = f"The dchn format's {DCHN_FILE}"
+    image_column = pool.features.column(pool.features.image_feature, wanted_by, "image_feature")
+    text_column = pool.features.column(pool.features.text_feature, wanted_by, "text_feature")
     protocol = protocol_entry(pool, "dchn", pool.seed)
     rows = PROTOCOLS["dchn"].rows(pool.records, pool.seed)
-    cut = pool.num_query + pool.num_train
-    image_column = pool.features.column(pool.features.image_feature, f"The dchn format's {DCHN_FILE}")
-    text_column = pool.features.column(pool.features.text_feature, f"The dchn format's {DCHN_FILE}")
 
     def write(directory: str) -> dict:
         image_ids = pool.image_ids[rows]

@@ -39,7 +39,6 @@ from coco_unified import (
     ConfigError,
     check_feature_sidecars,
     feature_column,
-    locate_sources,
     read_doc2vec_sidecar,
     sample_protocol,
 )
@@ -54,7 +53,7 @@ from tools.lib.export_formats import (
     write_class_names,
     write_image_ids,
 )
-from tools.lib.pool import DEFAULT_SIDECAR, read_pool, without_credentials
+from tools.lib.pool import DEFAULT_SIDECAR, without_credentials
 from tools.lib.protocol_files import protocol_files, write_protocol
 
 logger = logging.getLogger(__name__)
@@ -276,10 +275,11 @@ def plan_arrays(options: ExportOptions):
 
 
 def plan_paper_formats(options: ExportOptions, names: list[str]) -> tuple[ExportPool, dict]:
-    """The pool from the annotations, and a writer per format, each format's needs checked."""
+    """The pool (its annotations read once, when a format first needs them), and a writer per format,
+    each format's needs checked."""
     pool = ExportPool(
-        records=read_pool(options.data_dir, options.base_url),
-        sources=locate_sources(options.data_dir, options.base_url),
+        data_dir=options.data_dir,
+        base_url=options.base_url,
         features=FeatureChoice(options.image_feature, options.text_feature, options.sidecar, options.feature_sidecars),
         seed=options.seed,
         num_query=options.num_query,
