@@ -252,8 +252,11 @@ def test_another_image_and_text_feature_fill_the_files(sample_dir, sidecar, feat
 @pytest.mark.parametrize(
     "changes, match",
     [
-        ({"feature_sidecars": {}}, r"needs the vgg19_fc7 vectors: .*coco-unified image-features --model vgg19"),
-        ({"image_feature": "clip_image"}, r"needs the clip_image vectors: .*image-features --model clip"),
+        ({"feature_sidecars": {}}, r"needs the vgg19_fc7 vectors, .*coco-unified image-features --model vgg19"),
+        (
+            {"image_feature": "clip_image"},
+            r"needs the clip_image vectors, .*image-features --model clip.*another image_feature",
+        ),
         ({"doc2vec": False}, r"needs the Doc2Vec vectors: .*coco-unified doc2vec"),
     ],
 )
