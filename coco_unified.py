@@ -314,18 +314,25 @@ def sample_protocol(
     )
 
 
-def check_protocol_fits(num_labeled: int, num_query: int, num_train: int, whose: str = "") -> None:
-    """Queries and the largest training set (drawn from the database) must fit the labeled pool."""
-    if num_query < num_labeled and num_train <= num_labeled - num_query:
+def check_protocol_fits(num_labeled: int, num_query: int, num_train: int | None, whose: str = "") -> None:
+    """Queries and the largest training set (drawn from the database) must fit the labeled pool.
+
+    num_train None: the protocol trains on its whole database, which must only not be empty.
+    """
+    if num_query < num_labeled and (num_train or 0) <= num_labeled - num_query:
         return
     fix = "use a larger copy of COCO"
     if num_labeled >= 2:
         query = num_query if num_query <= num_labeled // 4 else _round_down(num_labeled // 4)
-        train = num_train if num_train <= num_labeled - query else _round_down(num_labeled - query)
-        fix = f"pass num_query={query}, num_train={train} (or smaller)"
+        fix = f"pass num_query={query}"
+        if num_train is not None:
+            train = num_train if num_train <= num_labeled - query else _round_down(num_labeled - query)
+            fix += f", num_train={train}"
+        fix += " (or smaller)"
+    database = "a database" if num_train is None else f"a database of at least {num_train} training images"
     raise ConfigError(
-        f"{whose + ': its ' if whose else ''}{num_labeled:,} labeled images cannot hold {num_query} queries and a "
-        f"database of at least {num_train} training images: {fix}."
+        f"{whose + ': its ' if whose else ''}{num_labeled:,} labeled images cannot hold {num_query} queries and "
+        f"{database}: {fix}."
     )
 
 
@@ -402,9 +409,9 @@ class NamedProtocol:
     default_seed: int | None  # None: nothing is drawn, the seed is not used
     uses_num_query: bool
     uses_num_train: bool
-    _splits: _SplitsFunction
-    _rows: Callable[[Sequence[ImageRecord], int], np.ndarray] | None = None
-    _real_sizes: Callable[[int, int], dict[str, int]] | None = None  # (num_query, num_train) -> sizes
+    draw: _SplitsFunction
+    sizes_on_coco: Callable[[int, int], dict[str, int]]  # (num_query, num_train) -> rows per split on COCO 2017
+    row_order: Callable[[Sequence[ImageRecord], int], np.ndarray] | None = None  # (records, seed) -> file rows
     id_lists: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> file shipped beside the script
 
     def splits(
@@ -420,23 +427,23 @@ class NamedProtocol:
             id_lists = shipped_id_lists(self.id_lists)
         num_labeled = sum(1 for record in records if record.labels)
         self.check_fits(num_labeled, num_query, num_train, f"The {self.name} protocol on this copy of COCO")
-        return self._splits(records, self.seed_or_default(seed), num_query, num_train, id_lists)
+        return self.draw(records, self.seed_or_default(seed), num_query, num_train, id_lists)
 
     def rows(self, records: Sequence[ImageRecord], seed: int | None = None) -> np.ndarray | None:
         """The pool indices in the row order of the file its paper's code reads; None if it reads none."""
-        return None if self._rows is None else self._rows(records, self.seed_or_default(seed))
+        return None if self.row_order is None else self.row_order(records, self.seed_or_default(seed))
 
     def seed_or_default(self, seed: int | None) -> int | None:
         return self.default_seed if seed is None else seed
 
     def real_sizes(self, num_query: int = DEFAULT_NUM_QUERY, num_train: int = DEFAULT_NUM_TRAIN) -> dict[str, int]:
         """The rows of each split when drawn from the real COCO 2017."""
-        return self._real_sizes(num_query, num_train)
+        return self.sizes_on_coco(num_query, num_train)
 
     def check_fits(self, num_labeled: int, num_query: int, num_train: int, whose: str = "") -> None:
         """Fail, naming sizes that fit, when the labeled pool cannot hold the protocol's sizes."""
         if self.uses_num_query:
-            check_protocol_fits(num_labeled, num_query, num_train if self.uses_num_train else 0, whose)
+            check_protocol_fits(num_labeled, num_query, num_train if self.uses_num_train else None, whose)
 
 
 def _hashing_splits(records, seed, num_query, num_train, id_lists) -> dict[str, np.ndarray]:
@@ -555,8 +562,8 @@ PROTOCOLS: dict[str, NamedProtocol] = {
             default_seed=0,
             uses_num_query=True,
             uses_num_train=True,
-            _splits=_hashing_splits,
-            _real_sizes=lambda q, t: {"query": q, "database": REAL_COUNTS.labeled - q, "train": t},
+            draw=_hashing_splits,
+            sizes_on_coco=lambda q, t: {"query": q, "database": REAL_COUNTS.labeled - q, "train": t},
         ),
         NamedProtocol(
             "dsph",
@@ -565,9 +572,9 @@ PROTOCOLS: dict[str, NamedProtocol] = {
             default_seed=DSPH_SEED,
             uses_num_query=True,
             uses_num_train=True,
-            _splits=_dsph_splits,
-            _rows=lambda records, seed: dsph_rows(records),
-            _real_sizes=lambda q, t: {"query": q, "train": t, "retrieval": REAL_COUNTS.labeled - q},
+            draw=_dsph_splits,
+            row_order=lambda records, seed: dsph_rows(records),
+            sizes_on_coco=lambda q, t: {"query": q, "train": t, "retrieval": REAL_COUNTS.labeled - q},
         ),
         NamedProtocol(
             "ucch",
@@ -576,9 +583,9 @@ PROTOCOLS: dict[str, NamedProtocol] = {
             default_seed=0,
             uses_num_query=True,
             uses_num_train=False,
-            _splits=_ucch_splits,
-            _rows=seeded_labeled_order,
-            _real_sizes=lambda q, t: {
+            draw=_ucch_splits,
+            row_order=seeded_labeled_order,
+            sizes_on_coco=lambda q, t: {
                 "query": q,
                 "train": REAL_COUNTS.labeled - q,
                 "retrieval": REAL_COUNTS.labeled - q,
@@ -592,9 +599,9 @@ PROTOCOLS: dict[str, NamedProtocol] = {
             default_seed=0,
             uses_num_query=True,
             uses_num_train=True,
-            _splits=_dchn_splits,
-            _rows=seeded_labeled_order,
-            _real_sizes=lambda q, t: {"query": q, "train": t, "retrieval": REAL_COUNTS.labeled - q},
+            draw=_dchn_splits,
+            row_order=seeded_labeled_order,
+            sizes_on_coco=lambda q, t: {"query": q, "train": t, "retrieval": REAL_COUNTS.labeled - q},
         ),
         NamedProtocol(
             "karpathy",
@@ -603,8 +610,8 @@ PROTOCOLS: dict[str, NamedProtocol] = {
             default_seed=None,
             uses_num_query=False,
             uses_num_train=False,
-            _splits=_karpathy_splits,
-            _real_sizes=lambda q, t: {
+            draw=_karpathy_splits,
+            sizes_on_coco=lambda q, t: {
                 str(datasets.Split.TRAIN): REAL_COUNTS.images - 2 * KARPATHY_LIST_SIZE,
                 str(datasets.Split.VALIDATION): KARPATHY_LIST_SIZE,
                 str(datasets.Split.TEST): KARPATHY_LIST_SIZE,
@@ -948,10 +955,17 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         if self.config.protocol is None:
             return None
         storage_options = dl_manager.download_config.storage_options
-        return {
-            split: read_id_list(dl_manager.download(path), storage_options)
-            for split, path in PROTOCOLS[self.config.protocol].id_lists.items()
-        }
+        id_lists = {}
+        for split, path in PROTOCOLS[self.config.protocol].id_lists.items():
+            try:
+                id_lists[split] = read_id_list(dl_manager.download(path), storage_options)
+            except FileNotFoundError:
+                raise CocoError(
+                    f"{path} not found beside the loading script: the {self.config.protocol} protocol reads it. "
+                    "Keep the data/ folder of the project next to coco_unified.py (`coco-unified push --mode script` "
+                    "uploads it with the script)."
+                ) from None
+        return id_lists
 
     def _attach_sidecars(self, dl_manager, shards: list[Shard]) -> None:
         """Each sidecar read once (all its columns), in the order of the shards' rows; each shard gets its slices."""

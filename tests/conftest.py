@@ -80,6 +80,17 @@ def oracle(sample_dir) -> dict:
 
 
 @pytest.fixture(scope="session")
+def karpathy_oracle(oracle) -> dict[str, list[int]]:
+    """Karpathy's splits of the sample as sorted image ids, from the shipped lists read with plain Python."""
+    held_out = {}
+    for split, path in coco_unified.KARPATHY_ID_LISTS.items():
+        listed = (REPO / path).read_text().split()
+        held_out[split] = sorted(int(image_id) for image_id in listed if int(image_id) in oracle)
+    taken = {image_id for ids in held_out.values() for image_id in ids}
+    return {"train": sorted(set(oracle) - taken), **held_out}
+
+
+@pytest.fixture(scope="session")
 def sidecar(oracle, tmp_path_factory) -> Path:
     """A Doc2Vec sidecar for the sample, in the format tools/doc2vec.py writes."""
     path = tmp_path_factory.mktemp("doc2vec") / "vectors.parquet"

@@ -547,6 +547,45 @@ def test_protocol_splits_carry_their_own_doc2vec_vectors(sample_dir, sidecar, si
         )
 
 
+@pytest.mark.parametrize("streaming", [False, True], ids=["prepared", "streaming"])
+def test_karpathy_config_gives_train_validation_and_test(sample_dir, karpathy_oracle, tmp_path, streaming):
+    builder = make_builder(tmp_path, "karpathy", data_dir=str(sample_dir), with_images=False)
+    if streaming:
+        loaded = {split: builder.as_streaming_dataset(split) for split in ("train", "validation", "test")}
+    else:
+        builder.download_and_prepare()
+        loaded = {split: builder.as_dataset(split) for split in builder.info.splits}
+    splits = {split: sorted(row["image_id"] for row in dataset) for split, dataset in loaded.items()}
+    assert splits == karpathy_oracle
+    assert min(len(ids) for ids in karpathy_oracle.values()) >= 10  # the sample holds each list's share
+
+
+@pytest.mark.parametrize("config", ["dsph", "ucch", "dchn"])
+def test_protocol_configs_give_their_protocols_splits(sample_dir, tmp_path, config):
+    builder = make_builder(tmp_path, config, data_dir=str(sample_dir), with_images=False, num_query=50, num_train=100)
+    builder.download_and_prepare()
+    records = coco_unified.build_annotation_index(coco_unified.locate_sources(str(sample_dir))["annotations"])
+    expected = coco_unified.PROTOCOLS[config].splits(records, None, 50, 100)
+    assert sorted(builder.info.splits) == sorted(expected)
+    for split, indices in expected.items():
+        assert builder.as_dataset(split)["index"] == sorted(indices.tolist())
+
+
+def test_protocol_keyword_names_a_protocol_and_keeps_its_former_spelling(sample_dir, tmp_path):
+    with raises_coco_error(ConfigError, r"protocol='karpaty' is not a protocol; pass one of 'hashing', .*'karpathy'"):
+        make_builder(tmp_path, protocol="karpaty")
+    builder = make_builder(
+        tmp_path, data_dir=str(sample_dir), protocol=True, with_images=False, num_query=50, num_train=100
+    )
+    assert builder.config.protocol == "hashing"
+
+
+def test_karpathy_id_lists_missing_beside_the_script_are_named(sample_dir, tmp_path):
+    builder = make_builder(tmp_path, "karpathy", data_dir=str(sample_dir), with_images=False, base_path=str(tmp_path))
+    with raises_coco_error(CocoError, r"data/karpathy_val_image_ids.txt not found beside the loading script"):
+        builder.download_and_prepare()
+
+
 # ----------------------------------------------------------------------------- loader arguments
 
 

@@ -164,6 +164,7 @@ def test_script_mode_stages_the_script_infos_card_and_sidecar(sidecar, tmp_path)
     folder = write_folder(PublishOptions(output=str(tmp_path / "out"), mode="script", doc2vec_path=str(sidecar)))
     assert sorted(folder.files) == sorted(
         ["README.md", "coco_unified.py", "dataset_infos.json", coco_unified.DOC2VEC_SIDECAR]
+        + list(coco_unified.KARPATHY_ID_LISTS.values())
     )
     assert (tmp_path / "out" / "coco_unified.py").read_bytes() == open(coco_unified.__file__, "rb").read()
     assert "trust_remote_code=True" in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
@@ -179,10 +180,17 @@ def test_script_mode_without_sidecar_names_the_fix_and_writes_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_a_small_pool_skips_the_protocol_config_by_default_saying_how_to_fit_it(sample_dir, sidecar, tmp_path, caplog):
+def test_a_small_pool_skips_the_sized_protocol_configs_by_default_saying_how_to_fit_them(
+    sample_dir, sidecar, tmp_path, caplog
+):
     options = PublishOptions(output=str(tmp_path / "out"), data_dir=str(sample_dir), configs=(), doc2vec=False)
-    assert publish.configs_to_export(options) == [name for name in CONFIGS if name != "protocol"]
-    assert re.search(r"Config protocol: .* pass num_query=\d+, num_train=\d+ .*Skipped", caplog.text)
+    sized = ["protocol", "dsph", "ucch", "dchn"]  # not karpathy: its splits have no size to fit
+    assert publish.configs_to_export(options) == [name for name in CONFIGS if name not in sized]
+    for name in ("protocol", "dsph", "dchn"):
+        assert re.search(rf"Config {name}: .* pass num_query=\d+, num_train=\d+ .*Skipped", caplog.text)
+    assert re.search(
+        r"Config ucch: .*cannot hold 5000 queries and a database: pass num_query=50 .*Skipped", caplog.text
+    )
     named = PublishOptions(output=str(tmp_path / "out"), data_dir=str(sample_dir), configs=("protocol",))
     with pytest.raises(coco_unified.ConfigError, match=r"Config protocol: .*pass num_query=\d+, num_train=\d+"):
         publish.configs_to_export(named)

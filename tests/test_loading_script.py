@@ -57,6 +57,17 @@ LOAD_WITH_FEATURE_SIDECARS = textwrap.dedent(
 )
 
 
+LOAD_SPLIT_IMAGE_IDS = textwrap.dedent(
+    """
+    import json, sys
+    from datasets import load_dataset
+    script, config, data_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    loaded = load_dataset(script, config, data_dir=data_dir, with_images=False, trust_remote_code=True)
+    print(json.dumps({split: sorted(dataset["image_id"]) for split, dataset in loaded.items()}))
+    """
+)
+
+
 LOAD_WITH_A_TYPO = textwrap.dedent(
     """
     import sys
@@ -85,11 +96,11 @@ def load_in_fresh_process(script, config, data_dir, streaming, tmp_path):
 
 @pytest.fixture
 def script_beside_sidecar(tmp_path, oracle):
-    """The script as a user or a Hub repo holds it: dataset_infos.json and the default sidecar beside it."""
+    """The script as a user or a Hub repo holds it: dataset_infos.json, the default sidecar and the id lists beside it."""
     folder = tmp_path / "repo"
-    folder.mkdir()
+    (folder / "data").mkdir(parents=True)
     repo = os.path.dirname(coco_unified.__file__)
-    for name in ("coco_unified.py", "dataset_infos.json"):
+    for name in ("coco_unified.py", "dataset_infos.json", *coco_unified.KARPATHY_ID_LISTS.values()):
         shutil.copy(os.path.join(repo, name), folder / name)
     image_ids = sorted(oracle)
     vectors = np.arange(len(image_ids) * 300, dtype=np.float32).reshape(-1, 300)
@@ -139,6 +150,16 @@ def test_load_dataset_joins_feature_sidecars(streaming, script_beside_sidecar, s
     assert summary["image_id"] == image_ids
     for name, matrix in matrices.items():
         assert np.array_equal(np.asarray(summary[name], np.float32), matrix.astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts; test_builder.py covers the class")
+def test_load_dataset_karpathy_reads_the_id_lists_beside_the_script(
+    script_beside_sidecar, sample_dir, karpathy_oracle, tmp_path
+):
+    script, _ = script_beside_sidecar
+    result = run_in_fresh_process(LOAD_SPLIT_IMAGE_IDS, [script, "karpathy", sample_dir], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == karpathy_oracle
 
 
 @pytest.mark.skipif(not SCRIPTS_SUPPORTED, reason="datasets >= 4 loads no scripts; test_builder.py covers the class")

@@ -6,7 +6,7 @@ so that `cli.in_flag_words` can name the flag when the library's message names t
 
 import argparse
 
-from coco_unified import DEFAULT_NUM_QUERY, DEFAULT_TRAIN_SIZES
+from coco_unified import DEFAULT_NUM_QUERY, DEFAULT_NUM_TRAIN, DEFAULT_TRAIN_SIZES, PROTOCOLS
 from tools.lib.doc2vec_inference import default_workers
 from tools.lib.pool import DEFAULT_SIDECAR
 
@@ -120,22 +120,41 @@ def add_cache_dir_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
-    """--seed / --num-query / --train-sizes: the seeded query / database / training split."""
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sampling (default: %(default)s)")
+def add_protocol_arguments(parser: argparse.ArgumentParser, choose: bool = False) -> None:
+    """--seed / --num-query / --train-sizes: the seeded query / database / training split.
+
+    With `choose`, also --protocol NAME (one of coco_unified.PROTOCOLS), and a value left out is
+    that protocol's own (DSPH's seed is 1814; Karpathy's splits have no seed nor sizes).
+    """
+    seeds, sizes = "%(default)s", f"{list(DEFAULT_TRAIN_SIZES)}"
+    if choose:
+        parser.add_argument(
+            "--protocol",
+            choices=list(PROTOCOLS),
+            default="hashing",
+            help="; ".join(f"{name}: {protocol.summary}" for name, protocol in PROTOCOLS.items())
+            + " (default: %(default)s)",
+        )
+        seeds = ", ".join(f"{name} {p.default_seed}" for name, p in PROTOCOLS.items() if p.default_seed is not None)
+        sizes += f" for hashing; one size for dsph and dchn, {DEFAULT_NUM_TRAIN}"
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None if choose else 0,
+        help=f"seed of the sampling (default: {seeds})",
+    )
     parser.add_argument(
         "--num-query",
         type=positive_int,
-        default=DEFAULT_NUM_QUERY,
+        default=None if choose else DEFAULT_NUM_QUERY,
         metavar="N",
-        help="query images drawn from the labeled pool; the rest is the database (default: %(default)s)",
+        help=f"query images drawn from the labeled pool; the rest is the database (default: {DEFAULT_NUM_QUERY})",
     )
     parser.add_argument(
         "--train-sizes",
         type=positive_int,
         nargs="*",
-        default=list(DEFAULT_TRAIN_SIZES),
+        default=None if choose else list(DEFAULT_TRAIN_SIZES),
         metavar="K",
-        help="training set sizes drawn from the database, each smaller set inside the larger ones "
-        "(default: %(default)s)",
+        help=f"training set sizes drawn from the database, each smaller set inside the larger ones (default: {sizes})",
     )

@@ -1,8 +1,9 @@
-"""Write the seeded query / database / training split of the labeled pool, as hashing papers use it.
+"""Write a named protocol's splits as index files: the hashing draw, DSPH's, UCCH's, DCHN's or Karpathy's.
 
-    coco-unified protocol --data-dir DIR --output-dir OUT [--seed S] [--num-query N] [--train-sizes K ...]
+    coco-unified protocol --data-dir DIR --output-dir OUT [--protocol NAME] [--seed S] [--num-query N] [--train-sizes K ...]
 
-The sampling, exactly (`coco_unified.sample_protocol`, which the loader's `protocol` config uses too):
+The protocols are `coco_unified.PROTOCOLS` (the loader's protocol configs split the pool the same
+way). The hashing draw, exactly (`coco_unified.sample_protocol`):
 
     rng = numpy.random.default_rng(seed)
     shuffled = rng.permutation(labeled)     # labeled: the ascending pool indices of labeled images
@@ -12,9 +13,18 @@ The sampling, exactly (`coco_unified.sample_protocol`, which the loader's `proto
     train_k = sort(order[:k])               # for each training size k
 
 so every smaller training set lies inside every larger one, and all of them inside the database.
-Files (one 0-based pool index per line, ascending): query.txt, database.txt, train_<k>.txt; and
-database_image_ids.txt (COCO image ids) for `coco-unified doc2vec --train-ids`, which keeps the
-query images out of Doc2Vec training. `coco-unified export` writes the same files beside the arrays.
+DSPH's: its rows (labeled train2017 images by id, then labeled val2017 ones), p =
+numpy.random.RandomState(seed).permutation(rows), query = p[:num_query], train =
+p[num_query:num_query + k], retrieval = p[num_query:]. UCCH's and DCHN's: the labeled pool in the
+order numpy.random.default_rng(seed).permutation(labeled), UCCH's query its last num_query, DCHN's
+its first num_query. Karpathy's: the shipped validation and test id lists, train the rest.
+
+Files (tools/lib/protocol_files.py): per split `<split>.txt` (0-based pool indices, one a line)
+and `<split>_image_ids.txt` (COCO image ids); `rows.txt` for the protocols whose paper reads one
+file in a fixed row order; `test_fold_<k>.txt` for Karpathy's five 1K test folds.
+`database_image_ids.txt` of the hashing protocol is for `coco-unified doc2vec --train-ids`, which
+keeps the query images out of Doc2Vec training. `coco-unified export` writes the hashing files
+beside the arrays.
 """
 
 import argparse
@@ -32,7 +42,7 @@ from tools.lib.protocol_files import write_pool_protocol
 logger = logging.getLogger(__name__)
 
 # The library checks protocol sizes with the loader's keyword, num_train: here the largest of --train-sizes.
-KWARG_FLAGS = {"num_train": "--train-sizes"}
+KWARG_FLAGS = {"num_train": "--train-sizes", "train_sizes": "--train-sizes"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-dir", required=True, metavar="DIR", help="where the index files go (created if missing)"
     )
-    flags.add_protocol_arguments(parser)
+    flags.add_protocol_arguments(parser, choose=True)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -48,6 +58,7 @@ def run(args: argparse.Namespace) -> None:
         args.output_dir,
         data_dir=args.data_dir,
         base_url=args.base_url,
+        protocol=args.protocol,
         seed=args.seed,
         num_query=args.num_query,
         train_sizes=args.train_sizes,

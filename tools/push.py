@@ -15,7 +15,8 @@ exported, less a `protocol` config the pool is too small for (a small sample): t
 skipped, saying which --config-kwarg sizes would fit. Each --feature COLUMN=PATH becomes a column
 of every config's data files, and the card records its sidecar's provenance.
 
-Mode `script` uploads coco_unified.py, dataset_infos.json, a card and the Doc2Vec sidecar, for
+Mode `script` uploads coco_unified.py, dataset_infos.json, a card, the Doc2Vec sidecar and the
+Karpathy id lists the script reads (data/karpathy_*_image_ids.txt), for
 `load_dataset("USER/REPO", trust_remote_code=True)` with `datasets` < 4. Feature sidecars are not
 uploaded there: the card shows users how to pass their own as feature_sidecars.
 

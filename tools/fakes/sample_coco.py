@@ -14,7 +14,9 @@ OUT_DIR receives the three files of the official download, under the same names 
 
 Each image zip also holds one image that no JSON lists. Images are 16-40 px pictures drawn from
 their id (the id is also in a JPEG comment, so no two files share bytes); a few are greyscale and
-one per split is a PNG behind a ``.jpg`` name.
+one per split is a PNG behind a ``.jpg`` name. Ids are drawn at random, but each of the Karpathy
+lists the project ships (data/karpathy_*_image_ids.txt) gives its share of the pool's ids, so the
+``karpathy`` protocol has all its splits at any scale.
 
 Every real figure (images, captions, instance annotations, images without instances per split,
 label-matrix ones of the pool; ``REAL_SPLIT_COUNTS``) becomes ``round(real * scale)``, raised where
@@ -41,7 +43,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from coco_unified import ANNOTATIONS, ARCHIVES, CATEGORIES, COCO_SPLITS, REAL_COUNTS
+from coco_unified import (
+    ANNOTATIONS,
+    ARCHIVES,
+    CATEGORIES,
+    COCO_SPLITS,
+    KARPATHY_ID_LISTS,
+    KARPATHY_LIST_SIZE,
+    REAL_COUNTS,
+    shipped_id_lists,
+)
 from tools.lib.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -81,6 +92,7 @@ PNG_PER_SPLIT = 1
 BASE_CAPTIONS = 5
 MIN_EXTRA_CAPTIONS = 3  # one image with 6 captions and one with 7
 MIN_ZIP64_ENTRIES = 3
+MIN_KARPATHY_IDS = 5  # of each Karpathy list (validation, test), so that its splits exist
 
 GREYSCALE_SHARE = 0.002
 DEFLATED_SHARE = 0.1
@@ -337,6 +349,9 @@ def plan_splits(counts: dict[str, SplitCounts], seed: int) -> list[Split]:
     rng = make_rng(seed, "plan")
     # One extra image id per split for the file that no JSON lists.
     file_ids = unique_ids(rng, MAX_IMAGE_ID, sum(counts[s].images + 1 for s in SPLITS))
+    listed = np.ones(len(file_ids), dtype=bool)
+    listed[np.cumsum([counts[s].images + 1 for s in SPLITS]) - 1] = False
+    place_karpathy_ids(file_ids, listed, make_rng(seed, "karpathy"), sum(counts[s].images for s in SPLITS))
     total_captions = sum(counts[s].captions for s in SPLITS)
     caption_ids = unique_ids(rng, max(CAPTION_ID_RANGE, 2 * total_captions), total_captions)
     total_instances = sum(counts[s].instances for s in SPLITS)
@@ -350,6 +365,21 @@ def plan_splits(counts: dict[str, SplitCounts], seed: int) -> list[Split]:
         split_instance_ids, instance_ids = np.split(instance_ids, [split_counts.instances])
         splits.append(plan_split(split, split_counts, split_file_ids, split_caption_ids, split_instance_ids, rng))
     return splits
+
+
+def place_karpathy_ids(file_ids: np.ndarray, listed: np.ndarray, rng: np.random.Generator, pool_images: int) -> None:
+    """Give listed images ids of the Karpathy lists the project ships, in place, each list's share of the pool.
+
+    Each list holds 5,000 of the real pool's images, so a sample holds at least round(5,000 * scale)
+    of each (and MIN_KARPATHY_IDS; random ids add a few more): the `karpathy` protocol then has all
+    its splits, and at scale 1.0 every listed id is in the pool, as in COCO 2017.
+    """
+    id_lists = [id_list.image_ids for id_list in shipped_id_lists(KARPATHY_ID_LISTS).values()]
+    share = max(MIN_KARPATHY_IDS, round(KARPATHY_LIST_SIZE * pool_images / REAL_COUNTS.images))
+    chosen = np.concatenate([rng.choice(image_ids, share, replace=False) for image_ids in id_lists])
+    missing = chosen[~np.isin(chosen, file_ids)]
+    free = np.flatnonzero(listed & ~np.isin(file_ids, np.concatenate(id_lists)))
+    file_ids[rng.choice(free, len(missing), replace=False)] = missing
 
 
 def plan_split(

@@ -12,7 +12,8 @@ then works with any `datasets` version, streaming included. Feature columns (`fe
 are columns of the data files like any other; the card records each sidecar's provenance. The shards are copied record batch by
 record batch from the prepared Arrow files, so memory stays flat however large the pool.
 
-Mode `script` stages coco_unified.py, dataset_infos.json, a card and the Doc2Vec sidecar, for
+Mode `script` stages coco_unified.py, dataset_infos.json, a card, the Doc2Vec sidecar and the
+Karpathy id lists (data/karpathy_*_image_ids.txt, which the script reads relative to itself), for
 `load_dataset("USER/REPO", trust_remote_code=True)` with `datasets` < 4. Feature sidecars are not
 staged: the loader joins them from the paths its user passes as feature_sidecars (local paths
 resolve against the user's folder, not the repo), so the card says how to pass them instead.
@@ -39,7 +40,7 @@ from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import DatasetCardData, HfApi
 
 import coco_unified
-from coco_unified import CocoError, CocoUnified, ConfigError, check_protocol_fits, number_of
+from coco_unified import PROTOCOLS, CocoError, CocoUnified, ConfigError, number_of
 from tools.lib.builder import pool_builder
 from tools.lib.dataset_infos import INFOS_PATH
 from tools.lib.pool import DEFAULT_SIDECAR, read_pool
@@ -261,14 +262,18 @@ def configs_to_export(options: PublishOptions) -> list[str]:
     does not fit fails before anything is built.
     """
     names = list(options.configs) or list(CocoUnified.builder_configs)
-    protocols = [name for name in names if CocoUnified.builder_configs[name].protocol]
+    protocols = {
+        name: PROTOCOLS[CocoUnified.builder_configs[name].protocol]
+        for name in names
+        if CocoUnified.builder_configs[name].protocol is not None
+    }
     if not protocols:
         return names
     labeled = sum(1 for record in read_pool(options.data_dir, options.base_url) if record.labels)
     too_small = []
-    for name in protocols:
+    for name, protocol in protocols.items():
         try:
-            check_protocol_fits(labeled, *protocol_sizes(options, name), whose=f"Config {name}")
+            protocol.check_fits(labeled, *protocol_sizes(options, name), whose=f"Config {name}")
         except ConfigError as error:
             if options.configs:
                 raise
@@ -419,11 +424,15 @@ def write_parquet_files(options: PublishOptions, folder: str) -> list[str]:
 def write_script_files(options: PublishOptions, folder: str) -> list[str]:
     """Stage the loading script and what it reads next to itself in `folder`; returns no config."""
     sources = {os.path.basename(SCRIPT_FILE): SCRIPT_FILE, INFOS_PATH.name: str(INFOS_PATH)}
+    # The protocols' id lists, which the script fetches relative to itself (Karpathy's).
+    for protocol in PROTOCOLS.values():
+        sources.update({path: os.path.join(os.path.dirname(SCRIPT_FILE), path) for path in protocol.id_lists.values()})
     if options.sidecar:
         if not os.path.isfile(options.sidecar):
             raise coco_unified.missing_sidecar_error(options.sidecar)
         sources[coco_unified.DOC2VEC_SIDECAR] = options.sidecar
     for name, source in sources.items():
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
         shutil.copyfile(source, os.path.join(folder, name))
     features = feature_provenance(options)
     if features:
