@@ -1,6 +1,6 @@
 """The files that existing training code reads, written from the pool's records and its sidecars.
 
-Each format writes exactly what its paper's code reads (docs/FACTS.md §6), plus
+Each format writes exactly what its paper's code reads (docs/FACTS.md §6, §8), plus
 `<format>_image_ids.txt`: the COCO image id of each row, in the files' row order.
 
     reference  labels.COCO.mat (`labels`, uint8 N x 80), texts.COCO.d2v-300d.mat (`texts`, float32
@@ -65,10 +65,10 @@ from tools.lib.progress import Progress
 
 logger = logging.getLogger(__name__)
 
-# The literature's features (docs/FACTS.md §6): UCCH and DCHN read 4096-d VGG-19 fc7 with 300-d Doc2Vec.
+# The literature's features (docs/FACTS.md §8): UCCH and DCHN read 4096-d VGG-19 fc7 with 300-d Doc2Vec.
 DEFAULT_IMAGE_FEATURE = "vgg19_fc7"
 DEFAULT_TEXT_FEATURE = "doc2vec"
-# The reference preparation's image features (docs/FACTS.md §5).
+# The reference preparation's image features (docs/FACTS.md §8).
 REFERENCE_IMAGE_FEATURE = "cnnf_fc7"
 IMAGE_FOLDER = "images"
 IMAGE_IDS_SUFFIX = "_image_ids.txt"
@@ -203,7 +203,7 @@ Writer = Callable[[str], dict]
 
 
 def plan_reference(pool: ExportPool) -> Writer:
-    """The reference preparation's files, rows in pool order (docs/FACTS.md §2, §5)."""
+    """The reference preparation's files, rows in pool order (docs/FACTS.md §2, §8)."""
     texts_column = pool.features.column(DEFAULT_TEXT_FEATURE, "The reference format's texts.COCO.d2v-300d.mat")
     cnnf_path = pool.features.feature_sidecars.get(REFERENCE_IMAGE_FEATURE)
     cnnf_column = feature_column(REFERENCE_IMAGE_FEATURE, os.fspath(cnnf_path)) if cnnf_path else None
