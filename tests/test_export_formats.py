@@ -326,6 +326,20 @@ def test_images_from_the_zips_hold_the_image_bytes(exported, oracle):
     assert manifest["formats"]["images"]["written_as"]["read from the zips"] == len(pool_ids)
 
 
+def test_images_from_a_mirror_are_read_in_archive_order(sample_dir, sidecar, features, oracle, tmp_path, mirror):
+    out = tmp_path / "out"
+    mirror.traffic(reset=True)
+    manifest = export_pool(
+        options(sample_dir, sidecar, features, out, formats=("images",), data_dir=None, base_url=mirror.base_url)
+    )
+    for index, image_id in enumerate(sorted(oracle)):
+        assert (out / "images" / f"{index}.jpg").read_bytes() == oracle[image_id]["image"]
+    train = mirror.traffic().for_path("zips/train2017.zip")
+    # one sequential read of the entries (plus the central directory), not a request per image
+    assert train.requests < 10 and train.body_bytes <= (sample_dir / "train2017.zip").stat().st_size
+    assert manifest["formats"]["images"]["written_as"]["read from the zips"] == len(oracle)
+
+
 def test_images_from_an_extracted_copy_are_links(extracted_dir, sidecar, features, oracle, tmp_path):
     out = tmp_path / "out"
     manifest = export_pool(options(extracted_dir, sidecar, features, out, formats=("images",)))
