@@ -153,10 +153,12 @@ def write_image_ids(directory: str, name: str, image_ids: np.ndarray) -> str:
     return file_name
 
 
-def write_id_map(path: str, records: Sequence[ImageRecord]) -> None:
+def write_id_map(path: str, image_ids: Sequence[int], file_names: Sequence[str], coco_splits: Sequence[str]) -> None:
     """`<image id> <file name> <train2017|val2017>`, one line per pool index (the reference's id-map)."""
     with open(path, "w") as file:
-        file.writelines(f"{record.image_id} {record.file_name} {record.coco_split}\n" for record in records)
+        file.writelines(
+            f"{image_id} {name} {split}\n" for image_id, name, split in zip(image_ids, file_names, coco_splits)
+        )
 
 
 def write_class_names(path: str) -> None:
@@ -217,7 +219,13 @@ def plan_reference(pool: ExportPool) -> Writer:
         texts = np.zeros((len(image_ids), texts_column.dim), dtype=np.float32)
         features = {"texts": describe_feature(texts_column, fill_rows(texts_column, image_ids, [(texts, 0)]))}
         scipy.io.savemat(os.path.join(directory, "texts.COCO.d2v-300d.mat"), {"texts": texts})
-        write_id_map(os.path.join(directory, "id-map.COCO.txt"), pool.records)
+        records = pool.records
+        write_id_map(
+            os.path.join(directory, "id-map.COCO.txt"),
+            [record.image_id for record in records],
+            [record.file_name for record in records],
+            [record.coco_split for record in records],
+        )
         write_class_names(os.path.join(directory, "class-name.COCO.txt"))
         files = ["labels.COCO.mat", "texts.COCO.d2v-300d.mat", "clean_id.COCO.mat", "id-map.COCO.txt"]
         files.append("class-name.COCO.txt")

@@ -51,6 +51,7 @@ from tools.lib.export_formats import (
     FeatureChoice,
     fill_rows,
     write_class_names,
+    write_id_map,
     write_image_ids,
 )
 from tools.lib.pool import DEFAULT_SIDECAR, without_credentials
@@ -203,11 +204,9 @@ def write_arrays(directory: str, arrays: PoolArrays, narrow_features: Mapping[st
     scipy.io.savemat(os.path.join(directory, MAT_FILE), {**named, **narrow_features})
     for name, array in named.items():
         np.save(os.path.join(directory, f"{name}.npy"), array)
-    with open(os.path.join(directory, "id-map.txt"), "w") as file:
-        file.writelines(
-            f"{image_id} {name} {split}\n"
-            for image_id, name, split in zip(arrays.image_ids.tolist(), arrays.file_names, arrays.coco_splits)
-        )
+    write_id_map(
+        os.path.join(directory, "id-map.txt"), arrays.image_ids.tolist(), arrays.file_names, arrays.coco_splits
+    )
     write_class_names(os.path.join(directory, "class-name.txt"))
 
 
