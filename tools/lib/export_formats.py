@@ -227,8 +227,13 @@ def plan_reference(pool: ExportPool) -> Writer:
             [record.coco_split for record in records],
         )
         write_class_names(os.path.join(directory, "class-name.COCO.txt"))
-        files = ["labels.COCO.mat", "texts.COCO.d2v-300d.mat", "clean_id.COCO.mat", "id-map.COCO.txt"]
-        files.append("class-name.COCO.txt")
+        files = [
+            "labels.COCO.mat",
+            "texts.COCO.d2v-300d.mat",
+            "clean_id.COCO.mat",
+            "id-map.COCO.txt",
+            "class-name.COCO.txt",
+        ]
         if cnnf_column is not None:
             with h5py.File(os.path.join(directory, "images.COCO.cnnf7.h5"), "w") as file:
                 images = file.create_dataset("images", shape=(len(image_ids), cnnf_column.dim), dtype=np.float32)
