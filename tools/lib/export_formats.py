@@ -60,7 +60,7 @@ from coco_unified import (
     sidecar_provenance,
 )
 from tools.lib.image_features.mean_image import MEAN_IMAGE_KEY, MEAN_IMAGE_SUFFIX, mean_image_sha256, read_mean_image
-from tools.lib.pool import read_pool
+from tools.lib.pool import read_pool, without_credentials
 from tools.lib.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,12 @@ def fill_rows(column: SidecarColumn, image_ids: np.ndarray, targets: Sequence[tu
 
 
 def describe_feature(column: SidecarColumn, provenance: dict) -> dict:
-    return {"column": column.name, "sidecar": column.path, "dim": column.dim, "provenance": provenance}
+    return {
+        "column": column.name,
+        "sidecar": without_credentials(column.path),
+        "dim": column.dim,
+        "provenance": provenance,
+    }
 
 
 def protocol_entry(pool: ExportPool, name: str, seed: int | None) -> dict:
