@@ -184,6 +184,39 @@ def fill_rows(column: SidecarColumn, image_ids: np.ndarray, targets: Sequence[tu
     return sidecar_provenance(read_sidecar_schema(column.path, None, column.missing_error(), column.remedy))
 
 
+class NpyRows:
+    """A float32 .npy file of `shape`, written row by row where each row belongs (as `fill_rows` writes).
+
+    Plain writes at the rows' offsets rather than a memory map: a map's written pages count in the
+    process's resident memory (measured: 3.2 GB resident while 4096-d columns went through np.memmap).
+    """
+
+    def __init__(self, path: str, shape: tuple[int, int]):
+        with open(path, "wb") as file:
+            np.lib.format.write_array_header_1_0(
+                file,
+                {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape},
+            )
+            self.offset = file.tell()
+            file.truncate(self.offset + shape[0] * shape[1] * 4)
+        self.shape, self.row_bytes = shape, shape[1] * 4
+        self.file = open(path, "r+b")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, rows: np.ndarray, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        # runs of consecutive rows go in one write
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for run_rows, run_values in zip(np.split(rows, breaks), np.split(values, breaks)):
+            self.file.seek(self.offset + int(run_rows[0]) * self.row_bytes)
+            self.file.write(run_values.tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def describe_feature(column: SidecarColumn, provenance: dict) -> dict:
     return {
         "column": column.name,

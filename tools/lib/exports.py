@@ -49,6 +49,7 @@ from tools.lib.export_formats import (
     PLANS,
     ExportPool,
     FeatureChoice,
+    NpyRows,
     fill_rows,
     write_class_names,
     write_id_map,
@@ -220,19 +221,20 @@ def export_features(options: ExportOptions, image_ids: np.ndarray) -> tuple[dict
     for column_name, path in options.feature_sidecars.items():
         column = feature_column(column_name, os.fspath(path))
         shape = (len(image_ids), column.dim)
-        npy = np.lib.format.open_memmap(os.path.join(options.output_dir, f"{column_name}.npy"), "w+", np.float32, shape)
-        files = [f"{column_name}.npy"]
+        npy_path = os.path.join(options.output_dir, f"{column_name}.npy")
         if column.dim > MAT_MAX_COLUMNS:
+            npy = NpyRows(npy_path, shape)
             with h5py.File(os.path.join(options.output_dir, f"{column_name}.h5"), "w") as file:
                 dataset = file.create_dataset(column_name, shape=shape, dtype=np.float32)
                 provenance = fill_rows(column, image_ids, [(npy, 0), (dataset, 0)])
-            files.append(f"{column_name}.h5")
+            npy.close()
+            files = [f"{column_name}.npy", f"{column_name}.h5"]
         else:
-            provenance = fill_rows(column, image_ids, [(npy, 0)])
-            narrow[column_name] = np.array(npy)
-            files.append(MAT_FILE)
-        npy.flush()
-        del npy
+            matrix = np.zeros(shape, dtype=np.float32)
+            provenance = fill_rows(column, image_ids, [(matrix, 0)])
+            np.save(npy_path, matrix)
+            narrow[column_name] = matrix
+            files = [f"{column_name}.npy", MAT_FILE]
         described[column_name] = {"dim": column.dim, "files": files, "provenance": provenance}
         logger.info("%s: %s-d vectors from %s in %s", column_name, column.dim, path, ", ".join(files))
     return narrow, described
