@@ -130,6 +130,30 @@ def test_a_data_dir_that_is_not_a_folder_names_the_flag(tmp_path):
     assert "--data-dir" in line and "not a folder" in line and "data_dir=" not in line
 
 
+def test_protocol_writes_the_named_protocol_and_refuses_a_value_it_does_not_use(sample_dir, tmp_path):
+    result = coco_unified(
+        "protocol", "--data-dir", sample_dir, "--output-dir", tmp_path / "out", "--protocol", "karpathy"
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted(path.name for path in (tmp_path / "out").iterdir())
+    folds = [f"test_fold_{k}{suffix}.txt" for k in range(5) for suffix in ("", "_image_ids")]
+    splits = [f"{split}{suffix}.txt" for split in ("train", "validation", "test") for suffix in ("", "_image_ids")]
+    assert written == sorted(folds + splits)
+    refused = coco_unified(
+        "protocol",
+        "--data-dir",
+        sample_dir,
+        "--output-dir",
+        tmp_path / "refused",
+        "--protocol",
+        "karpathy",
+        "--seed",
+        "3",
+    )
+    assert "--seed 3: protocol 'karpathy' does not use it" in error_line(refused, "coco-unified protocol")
+    assert not (tmp_path / "refused").exists()
+
+
 def test_a_data_dir_without_the_zips_names_what_is_missing(tmp_path):
     line = error_line(run([sys.executable, "-m", "tools.doc2vec", "--data-dir", tmp_path]), "python -m tools.doc2vec")
     assert "annotations_trainval2017.zip" in line and "--data-dir" in line

@@ -273,3 +273,12 @@ def test_hashing_files_hold_every_training_size_and_the_database_ids_for_doc2vec
 def test_values_a_protocol_does_not_use_are_refused(records, name, values, named):
     with pytest.raises(ConfigError, match=named):
         named_protocol_lists(records, name, **values)
+
+
+def test_split_sizes_off_the_real_ones_on_the_official_coco_are_an_error():
+    expected = PROTOCOLS["karpathy"].real_sizes()
+    coco_unified.check_real_split_sizes({split: [0] * size for split, size in expected.items()}, expected)
+    with pytest.raises(coco_unified.AnnotationError, match=r"the id lists beside coco_unified.py were altered"):
+        coco_unified.check_real_split_sizes(
+            {**{s: [0] * n for s, n in expected.items()}, "test": [0] * 4_999}, expected
+        )

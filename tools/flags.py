@@ -136,7 +136,8 @@ def add_protocol_arguments(parser: argparse.ArgumentParser, choose: bool = False
             + " (default: %(default)s)",
         )
         seeds = ", ".join(f"{name} {p.default_seed}" for name, p in PROTOCOLS.items() if p.default_seed is not None)
-        sizes += f" for hashing; one size for dsph and dchn, {DEFAULT_NUM_TRAIN}"
+        one_size = " and ".join(name for name, p in PROTOCOLS.items() if p.uses_num_train and name != "hashing")
+        sizes += f" for hashing; one size for {one_size}, {DEFAULT_NUM_TRAIN}"
     parser.add_argument(
         "--seed",
         type=non_negative_int,

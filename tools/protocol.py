@@ -42,7 +42,7 @@ from tools.lib.protocol_files import write_pool_protocol
 logger = logging.getLogger(__name__)
 
 # The library checks protocol sizes with the loader's keyword, num_train: here the largest of --train-sizes.
-KWARG_FLAGS = {"num_train": "--train-sizes", "train_sizes": "--train-sizes"}
+KWARG_FLAGS = {"num_train": "--train-sizes"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
