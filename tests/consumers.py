@@ -1,8 +1,9 @@
 """How the papers' own code reads its COCO files, re-implemented from their public loaders for the tests.
 
 Each function does what the named loader does with the files (the same library calls, keys and
-slicing; docs/FACTS.md §6), so a test holds an export to what that code would see. The sizes are
-parameters because the test sample is smaller than COCO; the papers' values are the defaults.
+slicing; docs/FACTS.md §6, §8), so a test holds an export, or a protocol, to what that code would
+see. The sizes are parameters because the test sample is smaller than COCO; the papers' values
+are the defaults.
 """
 
 import h5py
