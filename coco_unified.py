@@ -61,7 +61,7 @@ import sys
 import time
 import urllib.parse
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Annotated, TypeVar
 
 import aiohttp
@@ -2548,6 +2548,48 @@ def read_feature_sidecar(
     remedy = f"rebuild it with `{FEATURES_COMMAND.format(path=path)}`"
     matrices, provenance = read_sidecar_columns(path, {feature: dim}, image_ids, storage_options, remedy)
     return matrices[feature], provenance
+
+
+def iter_sidecar_rows(
+    path: str, column: SidecarColumn, image_ids: Sequence[int], storage_options: dict | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The vectors of `image_ids` (distinct) from one sidecar column, one row group at a time, as
+    (positions in `image_ids`, ascending; their float32 rows): a 123,287 x 4096 column is written
+    where it goes without ever being in memory whole.
+
+    The checks are read_sidecar_columns': the column's type and dimension, each image once, every
+    one of `image_ids` there, no null, finite values.
+    """
+    schema = read_sidecar_schema(path, storage_options, column.missing_error(), column.remedy)
+    kind = _vector_type(schema, column.name, path, column.remedy)
+    if column.dim is not None and kind.list_size != column.dim:
+        raise SidecarError(
+            f"{path}: {_sidecar_words(column.name)} vectors are {kind.list_size}-d, expected {column.dim}-d; "
+            f"{column.remedy}."
+        )
+    with open_location(path, storage_options, None, _SIDECAR_ADVICE) as file:
+        # pre_buffer reads ahead every row group: iterating a 123,287 x 4096 float16 column peaked at
+        # 1,063 MB resident with it, 262 MB without (measured), at the same speed.
+        parquet = pq.ParquetFile(file, pre_buffer=False)
+        file_ids = parquet.read(columns=["image_id"]).column("image_id").to_numpy()
+        _check_unique(file_ids, path, column.remedy)
+        rows = _rows_of(file_ids, image_ids, sidecar_provenance(schema), path, [column.name], column.remedy)
+        by_row = np.argsort(rows)  # positions in the order of the file's rows
+        sorted_rows = rows[by_row]
+        start = 0
+        for batch in parquet.iter_batches(batch_size=SIDECAR_ROW_GROUP_ROWS, columns=[column.name]):
+            vectors = batch.column(0)
+            if vectors.null_count:
+                raise SidecarError(f"{path}: {column.name} is null for some images; {column.remedy}.")
+            low, high = np.searchsorted(sorted_rows, [start, start + len(vectors)])
+            if high > low:
+                values = vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), kind.list_size)
+                chosen = values[sorted_rows[low:high] - start].astype(np.float32)
+                _check_matrix(chosen, len(chosen), kind.list_size, column.name, path, column.remedy)
+                positions = by_row[low:high]
+                order = np.argsort(positions)
+                yield positions[order], chosen[order]
+            start += len(vectors)
 
 
 def read_caption_features(path: str, feature: str) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -13,7 +13,6 @@ import scipy.io
 
 import coco_unified
 from coco_unified import DOC2VEC_DIM, CocoError, read_doc2vec_provenance, read_doc2vec_sidecar
-from tools.lib import exports
 from tools.lib.exports import MANIFEST_FILE, MAT_FILE, MAT_MAX_COLUMNS, PROTOCOL_DIR, ExportOptions, export_pool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,14 +137,6 @@ def test_feature_columns_are_exported_in_pool_order(sample_dir, sidecar, feature
     assert features["vgg19_fc7"]["provenance"]["model"] == "random vgg19_fc7"
 
 
-def test_a_wide_matrix_is_written_to_hdf5_in_slices(tmp_path, monkeypatch):
-    monkeypatch.setattr(exports, "H5_WRITE_ROWS", 3)  # 10 rows: slices of 3, 3, 3 and 1
-    matrix = np.arange(10 * 4, dtype=np.float32).reshape(10, 4)
-    exports.write_h5(str(tmp_path / "f.h5"), "f", matrix)
-    with h5py.File(tmp_path / "f.h5", "r") as file:
-        assert np.array_equal(file["f"][()], matrix)
-
-
 @pytest.mark.parametrize(
     "feature_sidecars, error, match",
     [
@@ -185,6 +176,17 @@ def export_command(*arguments, cwd) -> subprocess.CompletedProcess:
         (["--feature", "=x.parquet"], 2, "argument --feature: '=x.parquet' is not COLUMN=PATH"),
         (["--feature", "a=x.parquet", "--feature", "a=y.parquet"], 2, "argument --feature: column 'a' given twice"),
         (["--no-doc2vec", "--feature", "texts=x.parquet"], 1, "--feature: 'texts' cannot name exported arrays"),
+        (["--format", "npy"], 2, "argument --format: invalid choice: 'npy'"),
+        (
+            ["--format", "ucch", "--no-doc2vec"],
+            1,
+            "--feature names no 'vgg19_fc7': make the sidecar with `coco-unified",
+        ),
+        (
+            ["--format", "dchn", "--feature", "vgg19_fc7=vgg.parquet", "--image-feature", "cnnf_fc7"],
+            1,
+            "vgg.parquet not found",
+        ),
     ],
 )
 def test_bad_feature_flags_are_one_line_errors(arguments, status, named, tmp_path):

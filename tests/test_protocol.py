@@ -20,6 +20,7 @@ from coco_unified import (
     karpathy_test_folds,
     sample_protocol,
 )
+from tests.consumers import dsph_split_data
 from tools.lib.pool import read_pool
 from tools.lib.protocol_files import (
     DATABASE_IMAGE_IDS,
@@ -169,11 +170,7 @@ def dsph_split_data_from_the_json(sample_dir, query_num, train_num, seed=1814):
             instances = json.loads(annotations.read(f"annotations/instances_{split}.json"))
             with_instance = {annotation["image_id"] for annotation in instances["annotations"]}
             image_ids += sorted(image["id"] for image in instances["images"] if image["id"] in with_instance)
-    np.random.seed(seed)
-    random_index = np.random.permutation(range(len(image_ids)))
-    query_index = random_index[:query_num]
-    train_index = random_index[query_num : query_num + train_num]
-    retrieval_index = random_index[query_num:]
+    query_index, train_index, retrieval_index = dsph_split_data(len(image_ids), query_num, train_num, seed)
     ids = np.asarray(image_ids)
     return ids, {"query": ids[query_index], "train": ids[train_index], "retrieval": ids[retrieval_index]}
 

@@ -1,6 +1,9 @@
-"""The pool as the arrays and text files that cross-modal hashing code reads.
+"""The pool as the files that cross-modal hashing code reads, in one or more formats.
 
-`export_pool` builds the loader's `no_images` config (or `default`) and writes to the output folder:
+`export_pool` writes each format of `formats` into the output folder, and always manifest.json
+(source, counts, seeds, formats, the provenance of every sidecar used). The paper formats
+(reference, ucch, dchn, dsph, images) are in tools/lib/export_formats.py. The `arrays` format,
+this project's own layout, builds the loader's `no_images` config (or `default`) and writes:
 
 - coco_unified.mat: `labels` (uint8 N x 80), `texts` (float32 N x 300 Doc2Vec; left out with
   doc2vec=False), `clean_id` (the 0-based pool indices of the labeled images, a 1 x M row as
@@ -12,7 +15,7 @@
   read straight from its sidecar; a column up to 1,024 wide is also in coco_unified.mat, a wider
   one (4096-d CNN-F / VGG-19 fc7) is in <column>.h5 instead (dataset <column>), which .mat v5
   handles poorly;
-- manifest.json: counts, the protocol's seed and sizes, the provenance of every sidecar.
+- arrays_image_ids.txt: the image id of each row (pool order).
 """
 
 import dataclasses
@@ -27,22 +30,33 @@ import numpy as np
 import scipy.io
 
 from coco_unified import (
-    CATEGORIES,
     CLASS_NAMES,
     DEFAULT_NUM_QUERY,
     DEFAULT_TRAIN_SIZES,
     DOC2VEC_DIM,
+    OFFICIAL_BASE_URL,
     CocoError,
     ConfigError,
     check_feature_sidecars,
     feature_column,
     read_doc2vec_sidecar,
-    read_feature_sidecar,
+    redact_url,
     sample_protocol,
 )
 from tools.lib.builder import pool_builder
+from tools.lib.export_formats import (
+    DEFAULT_IMAGE_FEATURE,
+    DEFAULT_TEXT_FEATURE,
+    PLANS,
+    ExportPool,
+    FeatureChoice,
+    NpyRows,
+    fill_rows,
+    write_class_names,
+    write_id_map,
+    write_image_ids,
+)
 from tools.lib.pool import DEFAULT_SIDECAR
-from tools.lib.progress import Progress
 from tools.lib.protocol_files import protocol_files, write_protocol
 
 logger = logging.getLogger(__name__)
@@ -60,8 +74,10 @@ POOL_ARRAYS = ("labels", "texts", "clean_id")
 FEATURE_COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Feature columns wider than this go to HDF5 rather than .mat v5 (4096-d CNN-F / VGG-19 fc7).
 MAT_MAX_COLUMNS = 1024
-# Rows written to an HDF5 dataset at a time: 4,096 rows of 4096-d float32 are 64 MB.
-H5_WRITE_ROWS = 4096
+# Every format `export_pool` writes; `arrays` is this project's own layout, the default.
+FORMATS = ("arrays", *PLANS)
+# Formats that need another: DSPH's index.mat names the exported image files.
+NEEDS = {"dsph": "images"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +96,15 @@ class ExportOptions:
     train_sizes: tuple[int, ...] = DEFAULT_TRAIN_SIZES
     # column -> feature sidecar, as the loader's feature_sidecars; each column is exported as arrays
     feature_sidecars: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    formats: tuple[str, ...] = ("arrays",)
+    # the sidecar columns of the ucch and dchn files' image and text features
+    image_feature: str = DEFAULT_IMAGE_FEATURE
+    text_feature: str = DEFAULT_TEXT_FEATURE
 
     def __post_init__(self):
+        unknown = [name for name in self.formats if name not in FORMATS]
+        if unknown or not self.formats:
+            raise ConfigError(f"formats={list(self.formats)!r}: choose one or more of {list(FORMATS)}.")
         if self.config not in EXPORT_CONFIGS:
             raise CocoError(
                 f"config={self.config!r} cannot be exported as arrays; choose one of {list(EXPORT_CONFIGS)}."
@@ -97,6 +120,17 @@ class ExportOptions:
     @property
     def sidecar(self) -> str | None:
         return self.doc2vec_path if self.doc2vec else None
+
+    @property
+    def formats_written(self) -> list[str]:
+        """The formats asked for, each once, with those they need (dsph's images)."""
+        written = list(dict.fromkeys(self.formats))
+        return written + [NEEDS[name] for name in written if name in NEEDS and NEEDS[name] not in written]
+
+    @property
+    def source(self) -> str:
+        """Where COCO was read from, as the manifest publishes it: no user or password."""
+        return redact_url(self.data_dir or self.base_url or OFFICIAL_BASE_URL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,69 +206,114 @@ def write_arrays(directory: str, arrays: PoolArrays, narrow_features: Mapping[st
     scipy.io.savemat(os.path.join(directory, MAT_FILE), {**named, **narrow_features})
     for name, array in named.items():
         np.save(os.path.join(directory, f"{name}.npy"), array)
-    with open(os.path.join(directory, "id-map.txt"), "w") as file:
-        file.writelines(
-            f"{image_id} {name} {split}\n"
-            for image_id, name, split in zip(arrays.image_ids.tolist(), arrays.file_names, arrays.coco_splits)
-        )
-    with open(os.path.join(directory, "class-name.txt"), "w") as file:
-        file.writelines(f"{category_id} {name}\n" for category_id, name, _ in CATEGORIES)
-
-
-def write_h5(path: str, column: str, matrix: np.ndarray) -> None:
-    """`matrix` as dataset `column` of a new HDF5 file, written in row slices with a progress bar."""
-    with h5py.File(path, "w") as file:
-        dataset = file.create_dataset(column, shape=matrix.shape, dtype=np.float32)
-        with Progress(total=len(matrix), unit="rows", desc=os.path.basename(path)) as progress:
-            for start in range(0, len(matrix), H5_WRITE_ROWS):
-                rows = matrix[start : start + H5_WRITE_ROWS]
-                dataset[start : start + len(rows)] = rows
-                progress.update(len(rows))
+    write_id_map(
+        os.path.join(directory, "id-map.txt"), arrays.image_ids.tolist(), arrays.file_names, arrays.coco_splits
+    )
+    write_class_names(os.path.join(directory, "class-name.txt"))
 
 
 def export_features(options: ExportOptions, image_ids: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
-    """Each feature column as <column>.npy (and <column>.h5 when wider than MAT_MAX_COLUMNS), read from
-    its sidecar in pool order, one column in memory at a time.
+    """Each feature column as <column>.npy (and <column>.h5 when wider than MAT_MAX_COLUMNS), streamed
+    from its sidecar in pool order into the files: a wide column is never in memory whole.
 
     Returns the narrow matrices (for coco_unified.mat) and, per column, its manifest entry.
     """
     narrow, described = {}, {}
-    for column, path in options.feature_sidecars.items():
-        matrix, provenance = read_feature_sidecar(os.fspath(path), column, image_ids)
-        np.save(os.path.join(options.output_dir, f"{column}.npy"), matrix)
-        files = [f"{column}.npy"]
-        if matrix.shape[1] > MAT_MAX_COLUMNS:
-            write_h5(os.path.join(options.output_dir, f"{column}.h5"), column, matrix)
-            files.append(f"{column}.h5")
+    for column_name, path in options.feature_sidecars.items():
+        column = feature_column(column_name, os.fspath(path))
+        shape = (len(image_ids), column.dim)
+        npy_path = os.path.join(options.output_dir, f"{column_name}.npy")
+        if column.dim > MAT_MAX_COLUMNS:
+            npy = NpyRows(npy_path, shape)
+            with h5py.File(os.path.join(options.output_dir, f"{column_name}.h5"), "w") as file:
+                dataset = file.create_dataset(column_name, shape=shape, dtype=np.float32)
+                provenance = fill_rows(column, image_ids, [(npy, 0), (dataset, 0)])
+            npy.close()
+            files = [f"{column_name}.npy", f"{column_name}.h5"]
         else:
-            narrow[column] = matrix
-            files.append(MAT_FILE)
-        described[column] = {"dim": int(matrix.shape[1]), "files": files, "provenance": provenance}
-        logger.info("%s: %s-d vectors from %s in %s", column, matrix.shape[1], path, ", ".join(files))
+            matrix = np.zeros(shape, dtype=np.float32)
+            provenance = fill_rows(column, image_ids, [(matrix, 0)])
+            np.save(npy_path, matrix)
+            narrow[column_name] = matrix
+            files = [f"{column_name}.npy", MAT_FILE]
+        described[column_name] = {"dim": column.dim, "files": files, "provenance": provenance}
+        logger.info("%s: %s-d vectors from %s in %s", column_name, column.dim, path, ", ".join(files))
     return narrow, described
 
 
-def export_pool(options: ExportOptions) -> dict:
-    """Write the arrays, the protocol and the manifest into options.output_dir; returns the manifest."""
-    for column, path in options.feature_sidecars.items():
-        feature_column(column, os.fspath(path))  # a missing file or column fails now, before the pool is built
+def label_counts(labels: np.ndarray) -> dict:
+    """What the manifest says of the pool: its images, labeled images and label ones."""
+    return {"images": len(labels), "labeled": int(labels.any(axis=1).sum()), "label_ones": int(labels.sum())}
+
+
+def plan_arrays(options: ExportOptions):
+    """Build the pool and draw the protocol (a protocol too large fails here); returns the counts and the writer."""
     arrays, provenance = current_pool_arrays(options)
     protocol = sample_protocol(arrays.clean_id, options.seed, options.num_query, options.train_sizes)
+
+    def write(directory: str) -> dict:
+        narrow_features, features = export_features(options, arrays.image_ids)
+        write_arrays(directory, arrays, narrow_features)
+        write_protocol(os.path.join(directory, PROTOCOL_DIR), protocol, arrays.image_ids)
+        return {
+            "files": [
+                MAT_FILE,
+                *(f"{name}.npy" for name in POOL_ARRAYS if name != "texts" or arrays.texts is not None),
+                "id-map.txt",
+                "class-name.txt",
+                f"{PROTOCOL_DIR}/",
+            ],
+            "rows": len(arrays.image_ids),
+            "image_ids": write_image_ids(directory, "arrays", arrays.image_ids),
+            "protocol": {
+                "seed": options.seed,
+                **{name: len(indices) for name, indices in protocol_files(protocol).items()},
+            },
+            "doc2vec": provenance,
+            "features": features,
+        }
+
+    return label_counts(arrays.labels), write
+
+
+def plan_paper_formats(options: ExportOptions, names: list[str]) -> tuple[ExportPool, dict]:
+    """The pool (its annotations read once, when a format first needs them), and a writer per format,
+    each format's needs checked."""
+    pool = ExportPool(
+        data_dir=options.data_dir,
+        base_url=options.base_url,
+        features=FeatureChoice(options.image_feature, options.text_feature, options.sidecar, options.feature_sidecars),
+        seed=options.seed,
+        num_query=options.num_query,
+        num_train=max(options.train_sizes, default=0),
+    )
+    return pool, {name: PLANS[name](pool) for name in names}
+
+
+def export_pool(options: ExportOptions) -> dict:
+    """Write every format of options.formats and the manifest into options.output_dir; returns the manifest.
+
+    Every format's needs (sidecars, protocol sizes, image parts) are checked before anything is written.
+    """
+    for column, path in options.feature_sidecars.items():
+        feature_column(column, os.fspath(path))  # a missing file or column fails now, before the pool is built
+    formats = options.formats_written
+    writers, counts = {}, {}
+    papers = [name for name in formats if name != "arrays"]
+    if papers:
+        pool, planned = plan_paper_formats(options, papers)
+        writers.update(planned)
+        counts = label_counts(pool.labels())
+    if "arrays" in formats:
+        counts, writers["arrays"] = plan_arrays(options)
     os.makedirs(options.output_dir, exist_ok=True)
-    narrow_features, features = export_features(options, arrays.image_ids)
-    write_arrays(options.output_dir, arrays, narrow_features)
-    write_protocol(os.path.join(options.output_dir, PROTOCOL_DIR), protocol, arrays.image_ids)
-    manifest = {
-        "images": len(arrays.image_ids),
-        "labeled": len(arrays.clean_id),
-        "label_ones": int(arrays.labels.sum()),
-        "protocol": {
-            "seed": options.seed,
-            **{name: len(indices) for name, indices in protocol_files(protocol).items()},
-        },
-        "doc2vec": provenance,
-        "features": features,
-    }
+    written = {name: writers[name](options.output_dir) for name in formats}
+    manifest = {"source": options.source, "formats": written}
+    if "arrays" in written:
+        # today's layout kept its keys at the top
+        arrays = written["arrays"]
+        manifest.update(protocol=arrays["protocol"], doc2vec=arrays["doc2vec"], features=arrays["features"])
+    manifest.update(counts)
     with open(os.path.join(options.output_dir, MANIFEST_FILE), "w") as file:
         json.dump(manifest, file, indent=2, sort_keys=True)
     return manifest

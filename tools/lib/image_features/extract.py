@@ -22,7 +22,7 @@ import torch
 
 import coco_unified
 from coco_unified import CocoError
-from tools.lib.image_features.cnnf import mean_image_sha256, read_mean_image, write_mean_image
+from tools.lib.image_features.mean_image import MEAN_IMAGE_SUFFIX, mean_image_sha256, read_mean_image, write_mean_image
 from tools.lib.image_features.models import FeatureModel, ModelOptions, load_model
 from tools.lib.image_features.pipeline import PoolSource, batches
 from tools.lib.image_features.resume import Ranks, ShardStore
@@ -106,7 +106,7 @@ def _extract(
             stores.append(ShardStore(os.path.join(work, "mean"), runner.inputs("mean image")))
             mean_image = runner.mean_image(stores[-1])
             if ranks.merges:
-                mean_image_files = write_mean_image(mean_image, os.path.splitext(options.output)[0] + ".meanpix")
+                mean_image_files = write_mean_image(mean_image, os.path.splitext(options.output)[0] + MEAN_IMAGE_SUFFIX)
         model.set_mean_image(mean_image, mean_image_sha256(mean_image))
     stores.append(ShardStore(os.path.join(work, "features"), runner.inputs("features", model.provenance)))
     runner.run("features", stores[-1], FeatureRows(model, device))
