@@ -259,8 +259,11 @@ DEFAULT_NUM_SHARDS = 16
 MAX_SKIPPED_BYTES = 4 << 20
 READ_CHUNK = 1 << 20
 READ_AHEAD = 256 << 10
-# Images a background thread reads and inflates ahead of the row being yielded (read_images_ahead).
-IMAGES_READ_AHEAD = 8
+# A background thread reads and inflates images ahead of the rows being yielded, in batches of
+# about this many bytes (one batch of tiny images is many entries, so that handing batches over
+# costs little a row), two batches ahead (read_images_ahead).
+READ_AHEAD_BATCH_BYTES = 1 << 20
+READ_AHEAD_BATCHES = 2
 # Retries of a dropped or refused remote read, waiting 1, 2, 4, ... times this many seconds: a
 # read that dies 10 GB into train2017.zip is worth resuming patiently.
 RETRIES = 5
@@ -1453,28 +1456,46 @@ def read_image(entry: ImageEntry, readers: dict[str, ByteRangeReader], run_ends:
 
 
 def read_images_ahead(entries: Sequence[ImageEntry], run_ends: dict[str, int]) -> Iterator[bytes]:
-    """The content of each entry in order, read by one thread up to IMAGES_READ_AHEAD entries ahead.
+    """The content of each entry in order, read by one thread a few batches ahead.
 
-    Receiving and inflating an entry (the socket, ISA-L and the CRC release the GIL) then overlaps
-    with decoding and writing the rows before it (PIL and Arrow release it too).
+    Receiving and inflating entries (the socket, ISA-L and the CRC release the GIL) then overlaps
+    with decoding and writing the rows before them (PIL and Arrow release it too).
     """
     readers: dict[str, ByteRangeReader] = {}
+
+    def read_batch(batch: Sequence[ImageEntry]) -> list[bytes]:
+        return [read_image(entry, readers, run_ends) for entry in batch]
+
     pending: collections.deque[concurrent.futures.Future] = collections.deque()
     # One thread: the entries of an archive are read in order, through one reader.
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="coco-unified-read")
     try:
-        for entry in entries:
-            pending.append(executor.submit(read_image, entry, readers, run_ends))
-            if len(pending) > IMAGES_READ_AHEAD:
-                yield pending.popleft().result()
+        for batch in _batches_of_bytes(entries, READ_AHEAD_BATCH_BYTES):
+            pending.append(executor.submit(read_batch, batch))
+            if len(pending) > READ_AHEAD_BATCHES:
+                yield from pending.popleft().result()
         while pending:
-            yield pending.popleft().result()
+            yield from pending.popleft().result()
     finally:
         for future in pending:
             future.cancel()
         executor.shutdown(wait=True)
         for reader in readers.values():
             reader.close()
+
+
+def _batches_of_bytes(entries: Sequence[ImageEntry], batch_bytes: int) -> Iterator[list[ImageEntry]]:
+    """Consecutive entries, each batch as few as hold `batch_bytes` of archive (one file: one entry)."""
+    batch: list[ImageEntry] = []
+    size = 0
+    for entry in entries:
+        batch.append(entry)
+        size += entry.member.end - entry.member.start if entry.member is not None else batch_bytes
+        if size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 # ============================================================================= helpers: sidecars
