@@ -87,6 +87,7 @@ report(
 # The workers decode (datasets.Image); each batch's images are checked and counted in the worker,
 # so that the figure is the workers' throughput, not the cost of sending pixels between processes.
 LOADER = """
+import os
 import torch.utils.data
 from coco_unified import CocoUnified
 
@@ -104,11 +105,19 @@ loader = torch.utils.data.DataLoader(
 rows, first = 0, None
 for count in loader:
     if first is None:
-        first = time.perf_counter()
+        first, cpu_first = time.perf_counter(), os.times()
         first_rows = count
     rows += count
-seconds = time.perf_counter() - first
-report(rows=rows, seconds=seconds, images_per_second=(rows - first_rows) / seconds)
+# The workers have exited (and been waited for) once the loader is exhausted: their CPU time is
+# the children's.
+seconds, cpu_last = time.perf_counter() - first, os.times()
+cpu_seconds = sum(cpu_last[:4]) - sum(cpu_first[:4])
+report(
+    rows=rows,
+    seconds=seconds,
+    images_per_second=(rows - first_rows) / seconds,
+    images_per_cpu_second=(rows - first_rows) / cpu_seconds,
+)
 """
 
 PREPARE = """
@@ -148,7 +157,7 @@ def measure(data_dir: Path, scratch: Path, newest_python: str | None) -> dict:
     zips = [str(data_dir / name) for name in IMAGE_ZIPS]
     zip_bytes = sum(Path(path).stat().st_size for path in zips)
     size = [REAL_SIZE.width, REAL_SIZE.height]
-    figures = {}
+    figures = {"load average before": os.getloadavg()}
     logger.info("decoding the images' bytes with PIL")
     figures["decode"] = run(DECODE, zips=zips)
     with serve_mirror(data_dir, layout="coco") as mirror:
@@ -167,6 +176,7 @@ def measure(data_dir: Path, scratch: Path, newest_python: str | None) -> dict:
     logger.info("extracting the image zips with zipfile")
     (scratch / "extracted").mkdir()
     figures["extract"] = run(EXTRACT, zips=zips, out_dir=str(scratch / "extracted"), zip_bytes=zip_bytes)
+    figures["load average after"] = os.getloadavg()
     return figures
 
 
@@ -181,6 +191,7 @@ def table_rows(figures: dict) -> list[tuple[str, str, str, str]]:
         stream = figures[f"stream, {version}"]["images_per_second"]
         loader = figures[f"loader, {version}"]["images_per_second"]
         stream_cpu = figures[f"stream, {version}"]["images_per_cpu_second"]
+        loader_cpu = figures[f"loader, {version}"]["images_per_cpu_second"]
         rows += [
             (
                 f"streaming, images decoded, {version}",
@@ -199,6 +210,12 @@ def table_rows(figures: dict) -> list[tuple[str, str, str, str]]:
                 f"{loader:.0f} img/s",
                 f"one process streaming: {stream:.0f}/s",
                 f"{loader / stream:.2f}x (goal >= {LOADER_GOAL})",
+            ),
+            (
+                "    the same, per CPU second (workers and main)",
+                f"{loader_cpu:.0f} img/s",
+                f"{stream_cpu:.0f}/s",
+                f"{loader_cpu / stream_cpu:.2f}x",
             ),
         ]
     prepare, extract = figures["prepare"], figures["extract"]
@@ -221,7 +238,10 @@ def table_rows(figures: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+def print_table(rows: list[tuple[str, str, str, str]], figures: dict) -> None:
+    # Wall-clock rates are only comparable on a machine with cores to spare: say how busy it was.
+    loads = [f"{figures[f'load average {when}'][0]:.1f}" for when in ("before", "after")]
+    print(f"\n{os.cpu_count()} cores; 1-minute load average {loads[0]} before, {loads[1]} after")
     print("\n| figure | measured | limit in the same run | ratio |\n|---|---:|---:|---:|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
@@ -251,7 +271,7 @@ def main(argv=None) -> None:
             generate(data_dir, REAL_SIZE_SCALE, 0, REAL_SIZE)
         figures = measure(data_dir, Path(scratch), args.newest_python)
     print(json.dumps(figures, indent=2))
-    print_table(table_rows(figures))
+    print_table(table_rows(figures), figures)
 
 
 if __name__ == "__main__":
