@@ -274,6 +274,14 @@ OPEN_ATTEMPTS = 3
 # HTTP statuses of a busy or restarting server: a later try may succeed.
 TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 
+# datasets 3.x (the last to run loading scripts) streams each example as a one-row Arrow table,
+# cast to the features unless its schema already is theirs; a cast serialises the features, the
+# 80 class names included, twice: ~2 ms a row (measured, benchmarks/bench_realsize.py). Streamed
+# examples are therefore yielded as their Arrow rows there (arrow_row_converters). datasets 5.2
+# encodes each example dict instead, where Arrow scalars cost more than lists (360 us a row
+# instead of 80, measured). Either form gives the same rows under any version.
+STREAMS_THROUGH_ARROW_ROWS = int(datasets.__version__.split(".")[0]) < 4
+
 # ============================================================================= config
 
 
@@ -419,6 +427,19 @@ def pool_features() -> dict[str, datasets.features.FeatureType]:
     }
 
 
+def arrow_row_converters(row_type: pa.StructType) -> dict[str, Callable]:
+    """Column -> what turns its Python value into one pyarrow types as the features do: numpy
+    int32 for int32 numbers (pyarrow infers int64 from an int), an Arrow scalar for fixed-size
+    lists (pyarrow infers a variable-size list from a list or an array)."""
+    converters: dict[str, Callable] = {}
+    for field in row_type:
+        if field.type == pa.int32():
+            converters[field.name] = np.int32
+        elif pa.types.is_fixed_size_list(field.type):
+            converters[field.name] = functools.partial(pa.scalar, type=field.type)
+    return converters
+
+
 def _check_whole_number(name: str, value, minimum: int, example: str) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigError(f"{name}={value!r}: must be a whole number >= {minimum}; pass {example}.")
@@ -533,23 +554,22 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         }
         if self._sidecar_columns:
             self._attach_sidecars(dl_manager, [shard for split_shards in shards.values() for shard in split_shards])
-        return [datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards[name]}) for name in shards]
+        arrow_rows = dl_manager.is_streaming and STREAMS_THROUGH_ARROW_ROWS
+        return [
+            datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards[name], "arrow_rows": arrow_rows})
+            for name in shards
+        ]
 
-    def _generate_examples(self, shards: list[Shard]):
-        # Each example is yielded in the form of its Arrow row: columns in the features' order,
-        # int32 columns as numpy int32, fixed-size lists as Arrow scalars, the image struct's
-        # fields in Arrow's order. datasets 3.6 streams each example as a one-row Arrow table and
-        # casts it to the features unless its schema already is theirs (a cast serialises the
-        # features, 80 class names included: ~2 ms a row, measured).
-        row_type = self.info.features.type
-        multi_hot_type = row_type.field("multi_hot").type
-        vector_types = {name: row_type.field(name).type for shard in shards[:1] for name in shard.vectors}
+    def _generate_examples(self, shards: list[Shard], arrow_rows: bool = False):
+        # Columns in the features' order, the image struct's fields in Arrow's: with `arrow_rows`
+        # (see STREAMS_THROUGH_ARROW_ROWS) the values pyarrow would type otherwise are converted.
+        to_arrow_row = arrow_row_converters(self.info.features.type) if arrow_rows else {}
         for shard in shards:
             contents = read_images_ahead(shard.images, shard.run_ends()) if shard.images is not None else None
             try:
                 for row, record in enumerate(shard.records):
                     example = {
-                        "index": np.int32(record.index),
+                        "index": record.index,
                         "image_id": record.image_id,
                         "file_name": record.file_name,
                         "coco_split": COCO_SPLITS.index(record.coco_split),
@@ -557,15 +577,17 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                     if contents is not None:
                         example["image"] = {"bytes": next(contents), "path": record.file_name}
                     example.update(
-                        width=np.int32(record.width),
-                        height=np.int32(record.height),
+                        width=record.width,
+                        height=record.height,
                         captions=record.captions,
                         caption_ids=record.caption_ids,
                         labels=record.labels,
-                        multi_hot=pa.scalar(self.categories.multi_hot(record.labels), multi_hot_type),
+                        multi_hot=self.categories.multi_hot(record.labels),
                     )
                     for name, vectors in shard.vectors.items():
-                        example[name] = pa.scalar(vectors[row], vector_types[name])
+                        example[name] = vectors[row]
+                    for name, convert in to_arrow_row.items():
+                        example[name] = convert(example[name])
                     yield record.image_id, example
             finally:
                 if contents is not None:

@@ -632,10 +632,11 @@ def test_labeled_config_does_not_report_unlabeled_images_as_unlisted(sample_dir,
     assert len(unlisted) == 2 and all(message.startswith("1 file in ") for message in unlisted), unlisted
 
 
-def test_examples_are_yielded_as_their_arrow_rows(sample_dir, tmp_path):
+@pytest.mark.skipif(not coco_unified.STREAMS_THROUGH_ARROW_ROWS, reason="this datasets encodes example dicts")
+def test_streamed_examples_are_yielded_as_their_arrow_rows(sample_dir, sidecar, tmp_path):
     """datasets 3.6 streams each example as a one-row Arrow table, cast to the features unless it
     already has their schema: the cast costs ~2 ms a row (benchmarks/bench_realsize.py)."""
-    builder = make_builder(tmp_path, data_dir=str(sample_dir))
+    builder = make_builder(tmp_path, data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(sidecar))
     dataset = builder.as_streaming_dataset("train")
     schema = builder.info.features.arrow_schema
     labeled = 0
