@@ -41,6 +41,7 @@ import it, because a loading script only carries single-file modules with it.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
@@ -274,6 +275,11 @@ PREALLOCATED_PER_COMPRESSED_BYTE = 16
 # RETRY_BASE_DELAY seconds in between (15.5 s in all). Bytes arriving since the last failure give a
 # read a fresh budget: a read that dies 10 GB into train2017.zip is worth resuming patiently.
 ATTEMPTS = 6
+# A background thread reads and inflates images ahead of the rows being yielded, in batches of
+# about this many bytes (one batch of tiny images is many entries, so that handing batches over
+# costs little a row), two batches ahead (read_images_ahead).
+READ_AHEAD_BATCH_BYTES = 1 << 20
+READ_AHEAD_BATCHES = 2
 RETRY_BASE_DELAY = 0.5
 # Seconds a remote read may wait for its next bytes before the stall counts as a failure. aiohttp's
 # own default is a 300 s limit on each whole request, which a multi-GB download outlasts.
@@ -283,6 +289,14 @@ DEFAULT_READ_TIMEOUT = 60.0
 SECRET_QUERY_PARAMETER = re.compile(r"token|sig|key|secret|pass|pwd|auth|credential", re.IGNORECASE)
 # HTTP statuses of a busy or restarting server: a later try may succeed.
 TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
+
+# datasets 3.x (the last to run loading scripts) streams each example as a one-row Arrow table,
+# cast to the features unless its schema already is theirs; a cast serialises the features, the
+# 80 class names included, twice: ~2 ms a row (measured, benchmarks/bench_realsize.py). Streamed
+# examples are therefore yielded as their Arrow rows there (arrow_row_converters). datasets 5.2
+# encodes each example dict instead, where Arrow scalars cost more than lists (360 us a row
+# instead of 80, measured). Either form gives the same rows under any version.
+STREAMS_THROUGH_ARROW_ROWS = int(datasets.__version__.split(".")[0]) < 4
 
 # ============================================================================= protocols
 #
@@ -821,6 +835,19 @@ def pool_features() -> dict[str, datasets.features.FeatureType]:
     }
 
 
+def arrow_row_converters(row_type: pa.StructType) -> dict[str, Callable]:
+    """Column -> what turns its Python value into one pyarrow types as the features do: numpy
+    int32 for int32 numbers (pyarrow infers int64 from an int), an Arrow scalar for fixed-size
+    lists (pyarrow infers a variable-size list from a list or an array)."""
+    converters: dict[str, Callable] = {}
+    for field in row_type:
+        if field.type == pa.int32():
+            converters[field.name] = np.int32
+        elif pa.types.is_fixed_size_list(field.type):
+            converters[field.name] = functools.partial(pa.scalar, type=field.type)
+    return converters
+
+
 def _check_whole_number(name: str, value, minimum: int, example: str) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigError(f"{name}={value!r}: must be a whole number >= {minimum}; pass {example}.")
@@ -984,35 +1011,44 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         }
         if self._sidecar_columns:
             self._attach_sidecars(dl_manager, [shard for split_shards in shards.values() for shard in split_shards])
-        return [datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards[name]}) for name in shards]
+        arrow_rows = dl_manager.is_streaming and STREAMS_THROUGH_ARROW_ROWS
+        return [
+            datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards[name], "arrow_rows": arrow_rows})
+            for name in shards
+        ]
 
-    def _generate_examples(self, shards: list[Shard]):
+    def _generate_examples(self, shards: list[Shard], arrow_rows: bool = False):
+        # Columns in the features' order, the image struct's fields in Arrow's: with `arrow_rows`
+        # (see STREAMS_THROUGH_ARROW_ROWS) the values pyarrow would type otherwise are converted.
+        to_arrow_row = arrow_row_converters(self.info.features.type) if arrow_rows else {}
         for shard in shards:
-            readers: dict[str, ByteRangeReader] = {}
-            run_ends = shard.run_ends()
+            contents = read_images_ahead(shard.images, shard.run_ends()) if shard.images is not None else None
             try:
                 for row, record in enumerate(shard.records):
                     example = {
                         "index": record.index,
                         "image_id": record.image_id,
                         "file_name": record.file_name,
-                        "coco_split": record.coco_split,
-                        "width": record.width,
-                        "height": record.height,
-                        "captions": record.captions,
-                        "caption_ids": record.caption_ids,
-                        "labels": record.labels,
-                        "multi_hot": self.categories.multi_hot(record.labels),
+                        "coco_split": COCO_SPLITS.index(record.coco_split),
                     }
-                    if shard.images is not None:
-                        content = read_image(shard.images[row], readers, run_ends)
-                        example["image"] = {"path": record.file_name, "bytes": content}
+                    if contents is not None:
+                        example["image"] = {"bytes": next(contents), "path": record.file_name}
+                    example.update(
+                        width=record.width,
+                        height=record.height,
+                        captions=record.captions,
+                        caption_ids=record.caption_ids,
+                        labels=record.labels,
+                        multi_hot=self.categories.multi_hot(record.labels),
+                    )
                     for name, vectors in shard.vectors.items():
                         example[name] = vectors[row]
+                    for name, convert in to_arrow_row.items():
+                        example[name] = convert(example[name])
                     yield record.image_id, example
             finally:
-                for reader in readers.values():
-                    reader.close()
+                if contents is not None:
+                    contents.close()
 
     # ------------------------------------------------------------------ stages of _split_generators
 
@@ -2272,6 +2308,49 @@ def check_image_bytes(content: bytes, path: str) -> None:
 # (format, first bytes, end marker) of the images COCO holds: JPEGs, and a few PNGs named .jpg.
 _IMAGE_FORMATS = (("JPEG", b"\xff\xd8", b"\xff\xd9"), ("PNG", b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"))
 _IMAGE_END_SLACK = 1024
+
+
+def read_images_ahead(entries: Sequence[ImageEntry], run_ends: dict[str, int]) -> Iterator[bytes]:
+    """The content of each entry in order, read by one thread a few batches ahead.
+
+    Receiving and inflating entries (the socket, ISA-L and the CRC release the GIL) then overlaps
+    with decoding and writing the rows before them (PIL and Arrow release it too).
+    """
+    readers: dict[str, ByteRangeReader] = {}
+
+    def read_batch(batch: Sequence[ImageEntry]) -> list[bytes]:
+        return [read_image(entry, readers, run_ends) for entry in batch]
+
+    pending: collections.deque[concurrent.futures.Future] = collections.deque()
+    # One thread: the entries of an archive are read in order, through one reader.
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="coco-unified-read")
+    try:
+        for batch in _batches_of_bytes(entries, READ_AHEAD_BATCH_BYTES):
+            pending.append(executor.submit(read_batch, batch))
+            if len(pending) > READ_AHEAD_BATCHES:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        executor.shutdown(wait=True)
+        for reader in readers.values():
+            reader.close()
+
+
+def _batches_of_bytes(entries: Sequence[ImageEntry], batch_bytes: int) -> Iterator[list[ImageEntry]]:
+    """Consecutive entries, each batch as few as hold `batch_bytes` of archive (one file: one entry)."""
+    batch: list[ImageEntry] = []
+    size = 0
+    for entry in entries:
+        batch.append(entry)
+        size += entry.member.end - entry.member.start if entry.member is not None else batch_bytes
+        if size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 # ============================================================================= helpers: sidecars

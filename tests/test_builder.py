@@ -3,15 +3,18 @@
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
 import re
 import socket
+import threading
 import zipfile
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 from datasets.distributed import split_dataset_by_node
 
@@ -675,3 +678,30 @@ def test_labeled_config_does_not_report_unlabeled_images_as_unlisted(sample_dir,
     prepare(tmp_path, "labeled", data_dir=str(sample_dir))
     unlisted = [message for message in logged(caplog) if "listed by no annotation" in message]
     assert len(unlisted) == 2 and all(message.startswith("1 file in ") for message in unlisted), unlisted
+
+
+@pytest.mark.skipif(not coco_unified.STREAMS_THROUGH_ARROW_ROWS, reason="this datasets encodes example dicts")
+def test_streamed_examples_are_yielded_as_their_arrow_rows(sample_dir, sidecar, tmp_path):
+    """datasets 3.6 streams each example as a one-row Arrow table, cast to the features unless it
+    already has their schema: the cast costs ~2 ms a row (benchmarks/bench_realsize.py)."""
+    builder = make_builder(tmp_path, data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(sidecar))
+    dataset = builder.as_streaming_dataset("train")
+    schema = builder.info.features.arrow_schema
+    labeled = 0
+    for _, example in itertools.islice(dataset._ex_iterable, 50):
+        if example["labels"]:  # an empty list has no item type to infer: those rows are cast
+            assert pa.Table.from_pylist([example]).schema == schema
+            labeled += 1
+    assert labeled > 40
+
+
+def reading_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("coco-unified-read")]
+
+
+def test_a_stream_left_early_stops_its_reading_thread(mirror, tmp_path):
+    rows = iter(stream(tmp_path, base_url=mirror.base_url))
+    next(rows)
+    assert reading_threads()
+    rows.close()  # as when a training loop breaks out
+    assert not reading_threads()

@@ -9,7 +9,14 @@ import zipfile
 import pytest
 from PIL import Image
 
-from tools.fakes.sample_coco import REAL_POOL_LABEL_ONES, REAL_SPLIT_COUNTS, generate
+from tools.fakes.sample_coco import (
+    REAL_POOL_LABEL_ONES,
+    REAL_SPLIT_COUNTS,
+    ImageKind,
+    RealSizeEncoder,
+    RealSizeImages,
+    generate,
+)
 
 SCALE = 0.002
 SEED = 3
@@ -303,3 +310,29 @@ def test_scale_outside_what_coco_ids_allow_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"scale=5.0 is outside \(0, 4.0\]"):
         generate(tmp_path, 5.0, 0)
     assert not list(tmp_path.iterdir())
+
+
+def test_real_size_images_have_the_size_the_annotations_give_and_are_deflated(tmp_path):
+    real_size = RealSizeImages(width=160, height=120, quality=85)
+    generate(tmp_path, SCALE, SEED, real_size)
+    with zipfile.ZipFile(tmp_path / ANNOTATIONS) as archive:
+        listed = json.loads(archive.read("annotations/instances_val2017.json"))["images"]
+    assert {(image["width"], image["height"]) for image in listed} == {(160, 120)}
+    with zipfile.ZipFile(tmp_path / "val2017.zip") as archive:
+        entries = [info for info in archive.infolist() if not info.is_dir()]
+        contents = [archive.read(info) for info in entries]
+    assert {info.compress_type for info in entries} == {zipfile.ZIP_DEFLATED}
+    assert len(set(contents)) == len(contents)  # the pool's pictures are reused, the files are distinct
+    decoded = [Image.open(io.BytesIO(content)) for content in contents]
+    assert {image.size for image in decoded} == {(160, 120)}
+    assert {image.format for image in decoded} == {"JPEG", "PNG"}
+    assert {image.mode for image in decoded} >= {"RGB"}
+    for image in decoded:
+        image.load()  # the comment inserted after the JFIF header leaves a valid JPEG
+
+
+def test_real_size_images_are_as_large_as_a_coco_photo(tmp_path):
+    """640x427 at quality 90: about the 163 KB of an average COCO image, not a flat picture."""
+    encoder = RealSizeEncoder(RealSizeImages(640, 427), SEED)
+    sizes = [len(encoder(image_id, ImageKind.RGB_JPEG)) for image_id in range(20)]
+    assert 130_000 < sum(sizes) / len(sizes) < 200_000

@@ -1,6 +1,7 @@
 """Write synthetic archives shaped like the MS COCO 2017 downloads, for tests and benchmarks.
 
-    coco-unified sample OUT_DIR [--scale F] [--seed S]      (or generate(out_dir, scale, seed))
+    coco-unified sample OUT_DIR [--scale F] [--seed S] [--image-size WxH [--jpeg-quality Q]]
+    (or generate(out_dir, scale, seed, RealSizeImages(width, height, quality)))
 
 OUT_DIR receives the three files of the official download, under the same names and layout:
 
@@ -17,6 +18,10 @@ their id (the id is also in a JPEG comment, so no two files share bytes); a few 
 one per split is a PNG behind a ``.jpg`` name. Ids are drawn at random, but each of the Karpathy
 lists the project ships (data/karpathy_*_image_ids.txt) gives its share of the pool's ids, so the
 ``karpathy`` protocol has all its splits at any scale.
+
+With real-size images (``RealSizeImages``, e.g. 640x427 at quality 90: ~160 KB, the size of an average COCO image) every picture has that size,
+smooth colour fields plus grain, so that JPEG keeps about as many bytes as it does of a photo, and
+every image entry is deflated, as in the official archives.
 
 Every real figure (images, captions, instance annotations, images without instances per split,
 label-matrix ones of the pool; ``REAL_SPLIT_COUNTS``) becomes ``round(real * scale)``, raised where
@@ -102,6 +107,13 @@ KEYPOINT_SHARE = 0.1  # of person annotations; the real file lists them all, tes
 PERSON_WEIGHT = 25.0  # puts a person in about half of the images, as in COCO
 
 MIN_SIDE, MAX_SIDE = 16, 40
+# Real-size pictures: colour fields of this many pixels per cell plus Gaussian grain of this
+# standard deviation come out at ~160 KB as 640x427 JPEGs of quality 90 (measured), about the
+# average COCO image (19.3 GB / 118,287). A pool of this many distinct pictures is encoded once
+# and each file is one of them with its own comment: the per-image cost is a copy, not an encode.
+REAL_SIZE_CELL = 8
+REAL_SIZE_GRAIN = 17.0
+REAL_SIZE_POOL = 256
 # Polygon vertices per instance, log-normal; the median is tuned so that instances_train2017.json
 # comes out near the real 448 MB at scale 1.0.
 MEDIAN_POLYGON_POINTS = 26
@@ -513,12 +525,84 @@ def encode_image(image_id: int, width: int, height: int, kind: ImageKind) -> byt
     return encoded.getvalue()
 
 
-def write_image_entries(archive: zipfile.ZipFile, split: Split) -> None:
+@dataclasses.dataclass(frozen=True)
+class RealSizeImages:
+    """Pictures of one real size (COCO's are ~640x480 at most), in place of the tiny ones."""
+
+    width: int
+    height: int
+    quality: int = 90
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1 or not 1 <= self.quality <= 95:
+            raise ValueError(f"{self}: sizes must be >= 1 pixel and the JPEG quality within 1..95")
+
+
+class RealSizeEncoder:
+    """Encodes real-size pictures from a pool drawn once; see REAL_SIZE_POOL."""
+
+    def __init__(self, images: RealSizeImages, seed: int) -> None:
+        self.images = images
+        rng = make_rng(seed, "real-size pictures")
+        self._pixels = [self._draw(rng) for _ in range(REAL_SIZE_POOL)]
+        self._jpegs = {
+            kind: [self._jpeg(pixels, kind) for pixels in self._pixels]
+            for kind in (ImageKind.RGB_JPEG, ImageKind.GREY_JPEG)
+        }
+
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+        width, height = self.images.width, self.images.height
+        cells = rng.integers(0, 256, (height // REAL_SIZE_CELL + 2, width // REAL_SIZE_CELL + 2, 3), dtype=np.uint8)
+        fields = np.asarray(Image.fromarray(cells).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+        grain = rng.normal(0.0, REAL_SIZE_GRAIN, fields.shape).astype(np.float32)
+        return np.clip(fields + grain, 0, 255).astype(np.uint8)
+
+    def _jpeg(self, pixels: np.ndarray, kind: ImageKind) -> bytes:
+        image = Image.fromarray(pixels)
+        if kind == ImageKind.GREY_JPEG:
+            image = image.convert("L")
+        encoded = io.BytesIO()
+        image.save(encoded, "JPEG", quality=self.images.quality)
+        return encoded.getvalue()
+
+    def __call__(self, image_id: int, kind: ImageKind) -> bytes:
+        picture = image_id % REAL_SIZE_POOL
+        if kind == ImageKind.PNG_NAMED_JPG:  # one per split: encoded on its own
+            encoded = io.BytesIO()
+            Image.fromarray(self._pixels[picture]).save(encoded, "PNG")
+            return encoded.getvalue()
+        return with_jpeg_comment(self._jpegs[kind][picture], f"coco-unified sample {image_id}".encode())
+
+
+def with_jpeg_comment(jpeg: bytes, comment: bytes) -> bytes:
+    """The JPEG with a comment segment (COM) after its first segment (SOI + JFIF APP0)."""
+    if jpeg[:4] != b"\xff\xd8\xff\xe0":
+        raise ValueError("expected a JFIF JPEG (PIL writes one)")
+    after_app0 = 4 + int.from_bytes(jpeg[4:6], "big")
+    segment = b"\xff\xfe" + (2 + len(comment)).to_bytes(2, "big") + comment
+    return jpeg[:after_app0] + segment + jpeg[after_app0:]
+
+
+def with_real_size_images(split: Split, images: RealSizeImages) -> Split:
+    """The split with every picture (and its annotations) at the real size, every entry deflated."""
+    files = len(split.file_ids)
+    return dataclasses.replace(
+        split,
+        widths=np.full(files, images.width),
+        heights=np.full(files, images.height),
+        deflated=np.ones(files, dtype=bool),
+    )
+
+
+def write_image_entries(archive: zipfile.ZipFile, split: Split, encoder: RealSizeEncoder | None) -> None:
     with archive.open(zip_entry(f"{split.name}/", zipfile.ZIP_STORED), "w"):
         pass  # opened rather than mkdir()ed so that a streamed archive gives it a data descriptor
     for row in Progress(split.archive_order, desc=ARCHIVES[split.name].file_name, unit="image"):
         image_id = int(split.file_ids[row])
-        data = encode_image(image_id, int(split.widths[row]), int(split.heights[row]), ImageKind(split.kinds[row]))
+        if encoder is None:
+            data = encode_image(image_id, int(split.widths[row]), int(split.heights[row]), ImageKind(split.kinds[row]))
+        else:
+            data = encoder(image_id, ImageKind(split.kinds[row]))
         compress_type = zipfile.ZIP_DEFLATED if split.deflated[row] else zipfile.ZIP_STORED
         entry = zip_entry(f"{split.name}/{image_id:012d}.jpg", compress_type)
         with archive.open(entry, "w", force_zip64=bool(split.zip64[row])) as stream:
@@ -554,16 +638,16 @@ class ForwardOnlyStream:
         self._file.flush()
 
 
-def write_train_images(path: Path, split: Split) -> None:
+def write_train_images(path: Path, split: Split, encoder: RealSizeEncoder | None) -> None:
     with zipfile.ZipFile(path, "w") as archive:
-        write_image_entries(archive, split)
+        write_image_entries(archive, split, encoder)
         with zip64_end_records_forced():
             archive.close()
 
 
-def write_val_images(path: Path, split: Split) -> None:
+def write_val_images(path: Path, split: Split, encoder: RealSizeEncoder | None) -> None:
     with open(path, "wb") as file, zipfile.ZipFile(ForwardOnlyStream(file), "w") as archive:
-        write_image_entries(archive, split)
+        write_image_entries(archive, split, encoder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -850,17 +934,23 @@ def write_annotation_archive(path: Path, splits: list[Split], seed: int) -> None
 # Entry point
 
 
-def generate(out_dir: Path, scale: float, seed: int) -> dict[str, SplitCounts]:
-    """Writes the three archives into out_dir; returns the counts written per split."""
+def generate(out_dir: Path, scale: float, seed: int, real_size: RealSizeImages | None = None) -> dict[str, SplitCounts]:
+    """Writes the three archives into out_dir, with tiny pictures or `real_size` ones; returns the
+    counts written per split."""
     if not 0 < scale <= MAX_SCALE:
         raise ValueError(f"scale={scale} is outside (0, {MAX_SCALE}]: COCO image ids stop at {MAX_IMAGE_ID:,}")
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("writing a COCO 2017 sample at scale %s, seed %d, into %s", scale, seed, out_dir)
     counts = plan_counts(scale)
     splits = plan_splits(counts, seed)
+    encoder = None
+    if real_size is not None:
+        log.info("real-size images: %dx%d, JPEG quality %d", real_size.width, real_size.height, real_size.quality)
+        splits = [with_real_size_images(split, real_size) for split in splits]
+        encoder = RealSizeEncoder(real_size, seed)
     train, val = splits
-    write_train_images(out_dir / ARCHIVES["train2017"].file_name, train)
-    write_val_images(out_dir / ARCHIVES["val2017"].file_name, val)
+    write_train_images(out_dir / ARCHIVES["train2017"].file_name, train, encoder)
+    write_val_images(out_dir / ARCHIVES["val2017"].file_name, val, encoder)
     write_annotation_archive(out_dir / ANNOTATIONS_ARCHIVE, splits, seed)
     for archive in ARCHIVES.values():
         path = out_dir / archive.file_name
