@@ -35,6 +35,7 @@ from tools.lib.evaluation import (
     HammingScorer,
     RankingOptions,
     RankingResult,
+    Relevance,
     rank,
 )
 from tools.lib.feature_files import check_rows, read_matrix
@@ -234,14 +235,14 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     sets = _feature_sets(options, pool)
     protocol, train_size = _protocol(pool.labels, options)
     train = protocol.train[train_size]
-    query_labels, database_labels = pool.labels[protocol.query], pool.labels[protocol.database]
+    relevance = Relevance(pool.labels[protocol.query], pool.labels[protocol.database])
     ranking = RankingOptions(map_ks=options.map_ks, precision_ks=options.precision_ks, workers=options.workers)
     notes: list[str] = []
     tasks = []
 
     def run(direction: str, name: str, role: str, scorer) -> None:
         options_with_bar = dataclasses.replace(ranking, progress=f"{direction} {name}")
-        tasks.append(TaskResult(direction, name, role, rank(scorer, query_labels, database_labels, options_with_bar)))
+        tasks.append(TaskResult(direction, name, role, rank(scorer, relevance, options_with_bar)))
 
     for direction, query, database in _directions(sets):
         scorer = _scorer(query.matrix[protocol.query], database.matrix[protocol.database], query.codes)
