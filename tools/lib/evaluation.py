@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scipy.sparse
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 DEFAULT_MAP_KS = (1000, 5000)
@@ -226,8 +227,9 @@ def rank(
             for keys, row in zip(scorer.primary_keys(rows), range(len(scorer))[rows])
         ]
 
-    # numpy releases the GIL in its sorts and array arithmetic: threads rank blocks side by side.
-    with concurrent.futures.ThreadPoolExecutor(options.workers) as pool:
+    # numpy releases the GIL in its sorts and array arithmetic: threads rank blocks side by side,
+    # each with a one-thread BLAS (more BLAS threads only contend with the other workers for the cores).
+    with threadpool_limits(1, user_api="blas"), concurrent.futures.ThreadPoolExecutor(options.workers) as pool:
         ranked = pool.map(rank_block, blocks)
         per_query = [
             query

@@ -13,11 +13,13 @@ representation finds an image's other captions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -120,12 +122,34 @@ class Evaluation:
     caption_halves: dict | None
     notes: list[str]
     reading: str = ""
+    stages: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # stage -> wall, cpu seconds
 
     def directions(self) -> dict[str, list[TaskResult]]:
         grouped: dict[str, list[TaskResult]] = {}
         for task in self.tasks:
             grouped.setdefault(task.direction, []).append(task)
         return grouped
+
+
+class _Stages:
+    """Wall and CPU seconds (this process's threads and its finished children) of each stage,
+    logged as it ends: where an evaluation's time goes (benchmarks/bench_evaluate.py prints them)."""
+
+    def __init__(self):
+        self.seconds: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        yield
+        spent = {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu}
+        self.seconds[name] = spent
+        logger.info("%s: %.1f s (%.1f s CPU)", name, spent["wall"], spent["cpu"])
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -231,18 +255,24 @@ def _hashing_baselines(sets: Sequence[FeatureSet], protocol, train: np.ndarray, 
 
 
 def evaluate(options: EvaluateOptions) -> Evaluation:
-    pool = _read_labels(options)
-    sets = _feature_sets(options, pool)
+    stages = _Stages()
+    with stages("reading labels and captions"):
+        pool = _read_labels(options)
+    with stages("reading features"):
+        sets = _feature_sets(options, pool)
     protocol, train_size = _protocol(pool.labels, options)
     train = protocol.train[train_size]
-    relevance = Relevance(pool.labels[protocol.query], pool.labels[protocol.database])
+    with stages("relevance"):
+        relevance = Relevance(pool.labels[protocol.query], pool.labels[protocol.database])
     ranking = RankingOptions(map_ks=options.map_ks, precision_ks=options.precision_ks, workers=options.workers)
     notes: list[str] = []
     tasks = []
 
     def run(direction: str, name: str, role: str, scorer) -> None:
-        options_with_bar = dataclasses.replace(ranking, progress=f"{direction} {name}")
-        tasks.append(TaskResult(direction, name, role, rank(scorer, relevance, options_with_bar)))
+        title = f"{direction} {name}"
+        with stages(f"ranking {title}"):
+            result = rank(scorer, relevance, dataclasses.replace(ranking, progress=title))
+        tasks.append(TaskResult(direction, name, role, result))
 
     for direction, query, database in _directions(sets):
         scorer = _scorer(query.matrix[protocol.query], database.matrix[protocol.database], query.codes)
@@ -250,13 +280,17 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     has_text = any(feature.modality == TEXT for feature in sets)
     tfidf_model = None
     if pool.records is not None and has_text:
-        documents = [tfidf_document(record.captions) for record in pool.records]
-        tfidf_model = fit_idf(documents)
-        tfidf = tfidf_vectors(documents, *tfidf_model)
+        with stages("tf-idf vectors"):
+            documents = [tfidf_document(record.captions) for record in pool.records]
+            tfidf_model = fit_idf(documents)
+            tfidf = tfidf_vectors(documents, *tfidf_model)
         run(f"{TEXT}->{TEXT}", "tf-idf", BASELINE, CosineScorer(tfidf[protocol.query], tfidf[protocol.database]))
-    for direction, name, query_codes, database_codes in _hashing_baselines(sets, protocol, train, options, notes):
+    with stages("hashing baselines: training and codes"):
+        baselines = list(_hashing_baselines(sets, protocol, train, options, notes))
+    for direction, name, query_codes, database_codes in baselines:
         run(direction, name, BASELINE, HammingScorer(query_codes, database_codes))
-    halves = _caption_halves(pool.records, sets, tfidf_model, options) if tfidf_model else None
+    with stages("caption halves"):
+        halves = _caption_halves(pool.records, sets, tfidf_model, options) if tfidf_model else None
     evaluation = Evaluation(
         protocol={
             "seed": options.seed,
@@ -269,6 +303,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         tasks=tasks,
         caption_halves=halves,
         notes=notes,
+        stages=stages.seconds,
     )
     evaluation.reading = reading_sentence(evaluation)
     return evaluation
