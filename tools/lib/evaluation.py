@@ -198,7 +198,8 @@ class _Plan:
 
     map_ks: np.ndarray  # ascending, the last one the whole database
     precision_ks: np.ndarray
-    ranks: np.ndarray  # 1..database as float64: hit counts and ranks, for the precision at each hit
+    counts: np.ndarray  # 1..database as float64: the hits so far at each hit
+    inverse_ranks: np.ndarray  # 1 / rank for ranks 1..database
     key_type: type
     shift: int  # of the primary key above the position and relevance bits
     positions: np.ndarray  # database position << 1, of key_type
@@ -274,7 +275,8 @@ def _plan(scorer, database: int, options: RankingOptions) -> _Plan:
     return _Plan(
         map_ks=np.array(sorted({k for k in options.map_ks if k <= database} | {database})),
         precision_ks=np.array(sorted(k for k in options.precision_ks if k <= database), dtype=np.int64),
-        ranks=np.arange(1, database + 1, dtype=np.float64),
+        counts=np.arange(1, database + 1, dtype=np.float64),
+        inverse_ranks=1 / np.arange(1, database + 1, dtype=np.float64),
         key_type=key_type,
         shift=shift,
         positions=np.arange(database, dtype=key_type) << key_type(1),
@@ -295,7 +297,7 @@ def _rank_query(primary: np.ndarray, relevant: np.ndarray, plan: _Plan) -> tuple
     low_bytes = keys.view(np.uint8)[plan.low_byte :: keys.itemsize] & np.uint8(1)
     hit_ranks = np.flatnonzero(low_bytes.view(bool))  # 0-based ranks of the relevant items
     # Precision at each relevant item's rank (hits so far / rank), summed up to each one.
-    precision_sums = np.concatenate([[0.0], np.cumsum(plan.ranks[: len(hit_ranks)] / plan.ranks[hit_ranks])])
+    precision_sums = np.concatenate([[0.0], np.cumsum(plan.counts[: len(hit_ranks)] * plan.inverse_ranks[hit_ranks])])
     hits_in_top = np.searchsorted(hit_ranks, plan.map_ks)  # relevant items among the top k
     average_precision = precision_sums[hits_in_top] / np.maximum(hits_in_top, 1)
     precision = np.searchsorted(hit_ranks, plan.precision_ks) / plan.precision_ks
