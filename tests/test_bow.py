@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from coco_unified import CocoError
+from coco_unified import CocoError, CocoUnified
 from tools import cli
 from tools.lib.bow import (
     BOW_METADATA_KEY,
@@ -53,6 +53,29 @@ def test_sidecar_holds_the_pool_documents_vectors(sample_dir, records, tmp_path)
     # Read back in another order: rows follow the ids asked for.
     vectors, _ = read_bow_sidecar(str(path), image_ids[::-1])
     assert np.array_equal(vectors[::-1], bow_matrix(documents, metadata["vocabulary"]).toarray())
+
+
+def test_the_sidecar_joins_the_pool_and_exports_like_the_other_features(sample_dir, records, tmp_path):
+    path = tmp_path / "bow.parquet"
+    metadata = build_bow_sidecar(str(path), BowOptions(size=30), data_dir=str(sample_dir))
+    expected, _ = read_bow_sidecar(str(path), [record.image_id for record in records])  # pool order
+    builder = CocoUnified(
+        config_name="no_images",
+        data_dir=str(sample_dir),
+        doc2vec=False,
+        feature_sidecars={"bow": str(path)},
+        cache_dir=str(tmp_path / "cache"),
+    )
+    builder.download_and_prepare()
+    assert np.array_equal(np.array(builder.as_dataset("train")["bow"]), expected)
+
+    out = tmp_path / "export"
+    arguments = ["export", "--data-dir", str(sample_dir), "--output-dir", str(out), "--no-doc2vec"]
+    arguments += ["--feature", f"bow={path}", "--num-query", "20", "--train-sizes", "50"]
+    assert cli.main([*arguments, "--cache-dir", str(tmp_path / "export-cache")]) == 0
+    assert np.array_equal(np.load(out / "bow.npy"), expected)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["features"]["bow"]["provenance"]["vocabulary"] == metadata["vocabulary"]
 
 
 def test_cli_writes_counts_and_evaluate_can_read_them(sample_dir, tmp_path):

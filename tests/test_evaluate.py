@@ -99,6 +99,9 @@ def test_evaluation_finds_meaning_beyond_chance(sample_dir, trained, bow, tmp_pa
     stored = json.loads((tmp_path / "out" / JSON_FILE).read_text())
     assert stored["tasks"][0]["name"] == "doc2vec"
     assert stored["tasks"][0]["result"]["map_all"] == pytest.approx(tasks["doc2vec"].map_all)
+    # Where the time went, per stage: every ranking has its own.
+    assert {"reading labels and captions", "ranking text->text doc2vec", "caption halves"} <= set(stored["stages"])
+    assert all(spent["wall"] >= 0 and spent["cpu"] >= 0 for spent in stored["stages"].values())
 
 
 def correlated_files(directory, rows=900, seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from tools.lib.evaluation import CosineScorer, HammingScorer, RankingOptions, as_bits, rank
+from tools.lib.evaluation import CosineScorer, HammingScorer, RankingOptions, Relevance, as_bits, rank
 from tools.lib.hashing import cca_itq, itq_rotation, pca_itq
 
 
@@ -61,8 +61,7 @@ def test_codes_equal_the_reference(seed):
     ks = (1, 5, 17, database)
     result = rank(
         HammingScorer(query_codes, database_codes),
-        query_labels,
-        database_labels,
+        Relevance(query_labels, database_labels),
         RankingOptions(map_ks=ks, precision_ks=ks),
     )
     expected_ap, expected_precision, expected_pr_precision, expected_pr_recall = reference_ranking(
@@ -91,8 +90,7 @@ def test_cosine_equals_the_reference(vectors):
     ks = (1, 3, 10, database)
     result = rank(
         CosineScorer(query_vectors, database_vectors),
-        query_labels,
-        database_labels,
+        Relevance(query_labels, database_labels),
         RankingOptions(map_ks=ks, precision_ks=ks),
     )
 
@@ -111,12 +109,14 @@ def test_ties_are_broken_by_database_position():
     # that put it first would give 1.
     labels = np.array([[0, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.uint8)
     codes = np.array([[1, 1], [0, 1], [0, 1], [0, 1], [0, 1]])
-    result = rank(HammingScorer(codes[:1], codes[1:]), labels[:1], labels[1:], RankingOptions(map_ks=(2,)))
+    result = rank(HammingScorer(codes[:1], codes[1:]), Relevance(labels[:1], labels[1:]), RankingOptions(map_ks=(2,)))
     assert result.map_all == pytest.approx(1 / 4)
     assert result.map_at == {2: 0.0}
     assert result.precision_at == {1: 0.0}
     cosine = rank(
-        CosineScorer(np.array([[1.0, 0.0]]), np.array([[1.0, 1.0]] * 4)), labels[:1], labels[1:], RankingOptions()
+        CosineScorer(np.array([[1.0, 0.0]]), np.array([[1.0, 1.0]] * 4)),
+        Relevance(labels[:1], labels[1:]),
+        RankingOptions(),
     )
     assert cosine.map_all == pytest.approx(1 / 4)
 
@@ -128,18 +128,18 @@ def test_blocks_equal_one_block():
     query_labels, database_labels = random_labels(rng, 37), random_labels(rng, 300)
     whole = 1 << 30
     for scorer in (HammingScorer(query_codes, database_codes), CosineScorer(query_vectors, database_vectors)):
-        one = rank(scorer, query_labels, database_labels, RankingOptions(memory_bytes=whole, map_ks=(50,)))
+        one = rank(scorer, Relevance(query_labels, database_labels), RankingOptions(memory_bytes=whole, map_ks=(50,)))
         # 300 items x 8 bytes: 1 query row per cosine block, then 5 rows per block, with 1 and 3 threads.
         for memory, workers in ((1, 1), (300 * 8 * 5, 1), (300 * 8 * 5, 3)):
             options = RankingOptions(memory_bytes=memory, workers=workers, map_ks=(50,))
-            blocked = rank(scorer, query_labels, database_labels, options)
+            blocked = rank(scorer, Relevance(query_labels, database_labels), options)
             assert blocked == one
 
 
 def test_queries_without_relevant_items_count_as_zero():
     labels = np.array([[1, 0], [0, 0], [1, 0], [1, 0]], dtype=np.uint8)  # the second query has no label
     codes = np.array([[1, 1], [1, 1], [1, 1], [0, 0]])
-    result = rank(HammingScorer(codes[:2], codes[2:]), labels[:2], labels[2:], RankingOptions())
+    result = rank(HammingScorer(codes[:2], codes[2:]), Relevance(labels[:2], labels[2:]), RankingOptions())
     assert result.queries_without_relevant == 1
     assert result.map_all == pytest.approx((1 + 0) / 2)  # AP 1 and AP 0, both in the mean
     assert result.base_rate == pytest.approx((1 + 0) / 2)
@@ -150,8 +150,7 @@ def test_ks_beyond_the_database_are_left_out():
     rng = np.random.default_rng(0)
     result = rank(
         CosineScorer(rng.standard_normal((3, 4)), rng.standard_normal((20, 4))),
-        random_labels(rng, 3),
-        random_labels(rng, 20),
+        Relevance(random_labels(rng, 3), random_labels(rng, 20)),
         RankingOptions(map_ks=(10, 1000), precision_ks=(1, 20, 21)),
     )
     assert list(result.map_at) == [10] and list(result.precision_at) == [1, 20]
@@ -186,12 +185,14 @@ def test_cca_itq_codes_find_the_other_modality_beyond_chance():
     image_codes, text_codes = image_hash.codes(image), text_hash.codes(text)
     assert set(np.unique(image_codes)) == {0, 1} and image_codes.shape == (1_200, 16)
     for query_codes, database_codes in ((image_codes, text_codes), (text_codes, image_codes)):
-        result = rank(HammingScorer(query_codes[query], database_codes[database]), labels[query], labels[database])
+        result = rank(
+            HammingScorer(query_codes[query], database_codes[database]), Relevance(labels[query], labels[database])
+        )
         assert result.map_all > result.base_rate + 0.1  # measured: 0.46 against 0.29
     # Unpaired rows (the text of other images) carry no such signal: the pairing is what CCA learns.
     shuffled_hash, _ = cca_itq(image[train], text[train][rng.permutation(600)], bits=16)
     shuffled = shuffled_hash.codes(image)
-    unpaired = rank(HammingScorer(shuffled[query], text_codes[database]), labels[query], labels[database])
+    unpaired = rank(HammingScorer(shuffled[query], text_codes[database]), Relevance(labels[query], labels[database]))
     assert unpaired.map_all < result.map_all - 0.1
 
 
@@ -200,7 +201,7 @@ def test_pca_itq_codes_beat_chance_within_a_modality():
     labels, image, _ = paired_features(rng, 1_000)
     hashing = pca_itq(image[:500], bits=32)
     codes = hashing.codes(image)
-    result = rank(HammingScorer(codes[500:600], codes[600:]), labels[500:600], labels[600:])
+    result = rank(HammingScorer(codes[500:600], codes[600:]), Relevance(labels[500:600], labels[600:]))
     assert result.map_all > result.base_rate + 0.15
 
 

@@ -139,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="images sampled for caption halves; each costs two Doc2Vec inferences (default: %(default)s)",
     )
     parser.add_argument("--output-dir", metavar="DIR", help="write evaluation.json and the PNG figures here")
-    flags.add_workers_argument(parser, "ranking threads, tokenising and inference processes")
+    flags.add_workers_argument(parser, "ranking threads and tokenising processes")
 
 
 def options_from(args: argparse.Namespace) -> EvaluateOptions:

@@ -27,10 +27,12 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import math
+import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scipy.sparse
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 DEFAULT_MAP_KS = (1000, 5000)
@@ -99,9 +101,14 @@ class CosineScorer:
         every bit of a negative number, the sign bit of a positive one)."""
         scores = self.queries[rows] @ self.database.T  # one matrix product for the block
         scores = np.asarray(scores.toarray() if scipy.sparse.issparse(scores) else scores, dtype=np.float32)
-        for row in scores:
-            negated = (-row + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into +0.0: equal scores, equal keys
-            yield np.where(negated >> np.uint32(31), ~negated, negated | np.uint32(1 << 31))
+        scores += np.float32(0)  # -0.0 becomes +0.0: equal scores, equal keys
+        for row in scores.view(np.int32):  # row by row: the arrays stay in the CPU's cache
+            # A positive score's bits, all but the sign flipped, sort before any negative score's bits.
+            sign = row >> np.int32(31)  # -1 where negative, 0 where not
+            np.invert(sign, out=sign)
+            sign &= np.int32(0x7FFFFFFF)
+            sign ^= row
+            yield sign.view(np.uint32)
 
 
 class HammingScorer:
@@ -163,19 +170,26 @@ def _unit_float32(vectors, dense: bool):
 # ----------------------------------------------------------------------------- ranking
 
 
-class _LabelBits:
-    """Label rows packed 64 classes to a word, one contiguous array per word: the relevance of a
-    query to every database item is then a few passes of AND and OR."""
+class Relevance:
+    """Which database items share at least one label with each query: packed bits, one row per
+    query, computed once and shared by every ranking of the same split (5,000 queries over 117,218
+    items: 73 MB; recomputing it per ranking cost a third of each one's time, measured)."""
 
-    def __init__(self, labels: np.ndarray):
-        self.words = np.ascontiguousarray(_packed_words(np.asarray(labels) != 0).T)  # words x rows
+    def __init__(self, query_labels: np.ndarray, database_labels: np.ndarray):
+        self.database = database_labels.shape[0]
+        # Per class, which database items have it; a query's row is the OR of its classes' rows.
+        class_rows = np.packbits(np.asarray(database_labels).T != 0, axis=1, bitorder="little")
+        self.packed = np.stack(
+            [np.bitwise_or.reduce(class_rows[np.flatnonzero(labels)], axis=0) for labels in np.asarray(query_labels)]
+        )
+        self.counts = np.bitwise_count(self.packed).sum(axis=1, dtype=np.int64)  # relevant items per query
 
-    def relevant_to(self, query_words: np.ndarray) -> np.ndarray:
-        """Which rows share at least one label with the query (its words: a column of another _LabelBits)."""
-        shared = np.zeros(self.words.shape[1], dtype=np.uint64)
-        for word, query_word in zip(self.words, query_words):
-            shared |= word & query_word
-        return shared != 0
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def row(self, query: int) -> np.ndarray:
+        """The query's relevance to each database item, as booleans."""
+        return np.unpackbits(self.packed[query], count=self.database, bitorder="little").view(bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,26 +198,25 @@ class _Plan:
 
     map_ks: np.ndarray  # ascending, the last one the whole database
     precision_ks: np.ndarray
-    database_labels: _LabelBits
+    counts: np.ndarray  # 1..database as float64: the hits so far at each hit
     inverse_ranks: np.ndarray  # 1 / rank for ranks 1..database
     key_type: type
     shift: int  # of the primary key above the position and relevance bits
     positions: np.ndarray  # database position << 1, of key_type
+    low_byte: int  # the byte of a key that holds its relevance bit
     bits: int | None  # of binary codes; None for real-valued features
 
 
 def rank(
     scorer: CosineScorer | HammingScorer,
-    query_labels: np.ndarray,
-    database_labels: np.ndarray,
+    relevance: Relevance,
     options: RankingOptions = RankingOptions(),
 ) -> RankingResult:
     """The measures of the module docstring for every query row of `scorer`."""
-    database = database_labels.shape[0]
-    if len(scorer) != query_labels.shape[0]:
-        raise ValueError(f"{len(scorer)} queries but {query_labels.shape[0]} query label rows")
-    plan = _plan(scorer, database_labels, options)
-    query_words = _LabelBits(query_labels).words
+    database = relevance.database
+    if len(scorer) != len(relevance):
+        raise ValueError(f"{len(scorer)} queries but {len(relevance)} query relevance rows")
+    plan = _plan(scorer, database, options)
     # A cosine scorer scores a block of queries at once (one matrix product), then each query is
     # ranked alone: its arrays then stay in the CPU's cache, ~2x faster than ranking whole blocks.
     rows_per_block = max(1, min(_MAX_ROWS_PER_BLOCK, options.memory_bytes // (scorer.bytes_per_pair * database or 1)))
@@ -211,12 +224,13 @@ def rank(
 
     def rank_block(rows: slice) -> list[tuple]:
         return [
-            _rank_query(keys, query_words[:, row], plan)
+            _rank_query(keys, relevance.row(row), plan)
             for keys, row in zip(scorer.primary_keys(rows), range(len(scorer))[rows])
         ]
 
-    # numpy releases the GIL in its sorts and array arithmetic: threads rank blocks side by side.
-    with concurrent.futures.ThreadPoolExecutor(options.workers) as pool:
+    # numpy releases the GIL in its sorts and array arithmetic: threads rank blocks side by side,
+    # each with a one-thread BLAS (more BLAS threads only contend with the other workers for the cores).
+    with threadpool_limits(1, user_api="blas"), concurrent.futures.ThreadPoolExecutor(options.workers) as pool:
         ranked = pool.map(rank_block, blocks)
         per_query = [
             query
@@ -225,9 +239,7 @@ def rank(
             )
             for query in block
         ]
-    average_precision, precision, relevant_counts, pr_precision, pr_recall = (
-        np.array(column) for column in zip(*per_query)
-    )
+    average_precision, precision, pr_precision, pr_recall = (np.array(column) for column in zip(*per_query))
     map_values = _column_means(average_precision)
     return RankingResult(
         queries=len(scorer),
@@ -235,8 +247,8 @@ def rank(
         map_all=float(map_values[-1]),
         map_at={int(k): float(value) for k, value in zip(plan.map_ks, map_values) if k in options.map_ks},
         precision_at={int(k): float(value) for k, value in zip(plan.precision_ks, _column_means(precision))},
-        base_rate=math.fsum((relevant_counts / database).tolist()) / len(relevant_counts),
-        queries_without_relevant=int(np.sum(relevant_counts == 0)),
+        base_rate=math.fsum((relevance.counts / database).tolist()) / len(relevance),
+        queries_without_relevant=int(np.sum(relevance.counts == 0)),
         pr_curve=None
         if scorer.bits is None
         else PrCurve(
@@ -250,13 +262,12 @@ _NO_CURVE = np.empty(0)
 _MAX_KEY_BITS = 64
 
 
-def _plan(scorer, database_labels: np.ndarray, options: RankingOptions) -> _Plan:
+def _plan(scorer, database: int, options: RankingOptions) -> _Plan:
     """Sort keys `primary | database position | relevant`: the positions make them distinct, so
     any sort orders equal primary keys by position, and the relevance bit rides along, so the
     ranked hits need no gather. uint32 keys where they fit: numpy's vectorised sort of uint32 is
     ~2x faster than of uint64, which is ~3x faster than a stable argsort plus a gather (measured
     on 117,218 items)."""
-    database = database_labels.shape[0]
     shift = max(1, (database - 1).bit_length()) + 1
     if scorer.primary_bits + shift > _MAX_KEY_BITS:
         raise ValueError(f"a database of {database} items is too large to rank")
@@ -264,37 +275,40 @@ def _plan(scorer, database_labels: np.ndarray, options: RankingOptions) -> _Plan
     return _Plan(
         map_ks=np.array(sorted({k for k in options.map_ks if k <= database} | {database})),
         precision_ks=np.array(sorted(k for k in options.precision_ks if k <= database), dtype=np.int64),
-        database_labels=_LabelBits(database_labels),
+        counts=np.arange(1, database + 1, dtype=np.float64),
         inverse_ranks=1 / np.arange(1, database + 1, dtype=np.float64),
         key_type=key_type,
         shift=shift,
         positions=np.arange(database, dtype=key_type) << key_type(1),
+        low_byte=0 if sys.byteorder == "little" else np.dtype(key_type).itemsize - 1,
         bits=scorer.bits,
     )
 
 
-def _rank_query(primary: np.ndarray, query_words: np.ndarray, plan: _Plan) -> tuple:
-    """(AP at each k, precision at each k, relevant items, precision and recall per radius) of one query."""
+def _rank_query(primary: np.ndarray, relevant: np.ndarray, plan: _Plan) -> tuple:
+    """(AP at each k, precision at each k, precision and recall per radius) of one query."""
     keys = primary.astype(plan.key_type)
     keys <<= plan.key_type(plan.shift)
     keys |= plan.positions
-    keys |= plan.database_labels.relevant_to(query_words)
+    keys |= relevant
     keys.sort()
-    hit_ranks = np.flatnonzero(keys & plan.key_type(1))  # 0-based ranks of the relevant items
-    relevant = len(hit_ranks)
-    # Precision at each relevant item's rank, summed over the relevant items up to each one.
-    precision_sums = np.concatenate([[0.0], np.cumsum(np.arange(1, relevant + 1) * plan.inverse_ranks[hit_ranks])])
+    # The relevance bits of the ranked keys, read from their low bytes as booleans: flatnonzero
+    # of booleans is 4x faster than of the keys masked (measured on 117,218 keys).
+    low_bytes = keys.view(np.uint8)[plan.low_byte :: keys.itemsize] & np.uint8(1)
+    hit_ranks = np.flatnonzero(low_bytes.view(bool))  # 0-based ranks of the relevant items
+    # Precision at each relevant item's rank (hits so far / rank), summed up to each one.
+    precision_sums = np.concatenate([[0.0], np.cumsum(plan.counts[: len(hit_ranks)] * plan.inverse_ranks[hit_ranks])])
     hits_in_top = np.searchsorted(hit_ranks, plan.map_ks)  # relevant items among the top k
     average_precision = precision_sums[hits_in_top] / np.maximum(hits_in_top, 1)
     precision = np.searchsorted(hit_ranks, plan.precision_ks) / plan.precision_ks
     if plan.bits is None:
-        return average_precision, precision, relevant, _NO_CURVE, _NO_CURVE
+        return average_precision, precision, _NO_CURVE, _NO_CURVE
     # The items within radius r are those below the first key of distance r + 1.
     limits = np.arange(1, plan.bits + 2, dtype=plan.key_type) << plan.key_type(plan.shift)
     within = np.searchsorted(keys, limits)
     relevant_within = np.searchsorted(hit_ranks, within)
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN: nothing retrieved, or nothing relevant
-        return average_precision, precision, relevant, relevant_within / within, relevant_within / relevant
+        return average_precision, precision, relevant_within / within, relevant_within / len(hit_ranks)
 
 
 def _column_means(matrix: np.ndarray) -> np.ndarray:

@@ -13,15 +13,17 @@ representation finds an image's other captions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse
+from threadpoolctl import threadpool_limits
 
 from coco_unified import CLASS_NAMES, CocoError, ImageRecord, read_doc2vec_sidecar, sample_protocol
 from tools.lib import evaluation_plots
@@ -35,10 +37,11 @@ from tools.lib.evaluation import (
     HammingScorer,
     RankingOptions,
     RankingResult,
+    Relevance,
     rank,
 )
 from tools.lib.feature_files import check_rows, read_matrix
-from tools.lib.hashing import DEFAULT_BITS, cca_itq, pca_itq
+from tools.lib.hashing import DEFAULT_BITS, CcaFit, PcaFit
 from tools.lib.pool import read_pool
 from tools.lib.retrieval import (
     caption_halves,
@@ -119,12 +122,34 @@ class Evaluation:
     caption_halves: dict | None
     notes: list[str]
     reading: str = ""
+    stages: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # stage -> wall, cpu seconds
 
     def directions(self) -> dict[str, list[TaskResult]]:
         grouped: dict[str, list[TaskResult]] = {}
         for task in self.tasks:
             grouped.setdefault(task.direction, []).append(task)
         return grouped
+
+
+class _Stages:
+    """Wall and CPU seconds (this process's threads and its finished children) of each stage,
+    logged as it ends: where an evaluation's time goes (benchmarks/bench_evaluate.py prints them)."""
+
+    def __init__(self):
+        self.seconds: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        yield
+        spent = {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu}
+        self.seconds[name] = spent
+        logger.info("%s: %.1f s (%.1f s CPU)", name, spent["wall"], spent["cpu"])
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -209,39 +234,59 @@ def _hashing_baselines(sets: Sequence[FeatureSet], protocol, train: np.ndarray, 
     images = [feature for feature in real if feature.modality == IMAGE]
     texts = [feature for feature in real if feature.modality == TEXT]
     pairs = [(image, text) for image in images for text in texts]
-    for (image, text), bits in itertools.product(pairs, options.bits):
-        name = f"CCA-ITQ {bits} bits ({image.name}, {text.name})"
-        try:
-            image_hash, text_hash = cca_itq(image.matrix[train], text.matrix[train], bits, options.seed)
-        except ValueError as error:
-            notes.append(f"{name} left out: {error}")
-            continue
-        image_codes, text_codes = image_hash.codes(image.matrix), text_hash.codes(text.matrix)
-        yield f"{IMAGE}->{TEXT}", name, image_codes[protocol.query], text_codes[protocol.database]
-        yield f"{TEXT}->{IMAGE}", name, text_codes[protocol.query], image_codes[protocol.database]
-    for feature, bits in itertools.product(real if not pairs else [], options.bits):
-        name = f"PCA-ITQ {bits} bits ({feature.name})"
-        try:
-            codes = pca_itq(feature.matrix[train], bits, options.seed).codes(feature.matrix)
-        except ValueError as error:
-            notes.append(f"{name} left out: {error}")
-            continue
-        yield f"{feature.modality}->{feature.modality}", name, codes[protocol.query], codes[protocol.database]
+    if not options.bits:
+        return
+    for image, text in pairs:
+        fit = CcaFit.of(image.matrix[train], text.matrix[train])
+        for bits in options.bits:
+            name = f"CCA-ITQ {bits} bits ({image.name}, {text.name})"
+            try:
+                image_hash, text_hash = fit.itq(bits, options.seed)
+            except ValueError as error:
+                notes.append(f"{name} left out: {error}")
+                continue
+            image_codes, text_codes = image_hash.codes(image.matrix), text_hash.codes(text.matrix)
+            yield f"{IMAGE}->{TEXT}", name, image_codes[protocol.query], text_codes[protocol.database]
+            yield f"{TEXT}->{IMAGE}", name, text_codes[protocol.query], image_codes[protocol.database]
+    for feature in real if not pairs else []:
+        fit = PcaFit.of(feature.matrix[train], max(options.bits))
+        for bits in options.bits:
+            name = f"PCA-ITQ {bits} bits ({feature.name})"
+            try:
+                codes = fit.itq(bits, options.seed).codes(feature.matrix)
+            except ValueError as error:
+                notes.append(f"{name} left out: {error}")
+                continue
+            yield f"{feature.modality}->{feature.modality}", name, codes[protocol.query], codes[protocol.database]
 
 
 def evaluate(options: EvaluateOptions) -> Evaluation:
-    pool = _read_labels(options)
-    sets = _feature_sets(options, pool)
+    # One BLAS thread: the ranking runs its own threads (--workers), and the rest is small linear
+    # algebra that more BLAS threads only slow down: on 2 busy cores a 300 x 300 eigh took 20x the
+    # CPU time with two threads, and ITQ's products 10x (measured).
+    with threadpool_limits(1, user_api="blas"):
+        return _evaluate(options)
+
+
+def _evaluate(options: EvaluateOptions) -> Evaluation:
+    stages = _Stages()
+    with stages("reading labels and captions"):
+        pool = _read_labels(options)
+    with stages("reading features"):
+        sets = _feature_sets(options, pool)
     protocol, train_size = _protocol(pool.labels, options)
     train = protocol.train[train_size]
-    query_labels, database_labels = pool.labels[protocol.query], pool.labels[protocol.database]
+    with stages("relevance"):
+        relevance = Relevance(pool.labels[protocol.query], pool.labels[protocol.database])
     ranking = RankingOptions(map_ks=options.map_ks, precision_ks=options.precision_ks, workers=options.workers)
     notes: list[str] = []
     tasks = []
 
     def run(direction: str, name: str, role: str, scorer) -> None:
-        options_with_bar = dataclasses.replace(ranking, progress=f"{direction} {name}")
-        tasks.append(TaskResult(direction, name, role, rank(scorer, query_labels, database_labels, options_with_bar)))
+        title = f"{direction} {name}"
+        with stages(f"ranking {title}"):
+            result = rank(scorer, relevance, dataclasses.replace(ranking, progress=title))
+        tasks.append(TaskResult(direction, name, role, result))
 
     for direction, query, database in _directions(sets):
         scorer = _scorer(query.matrix[protocol.query], database.matrix[protocol.database], query.codes)
@@ -249,13 +294,17 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     has_text = any(feature.modality == TEXT for feature in sets)
     tfidf_model = None
     if pool.records is not None and has_text:
-        documents = [tfidf_document(record.captions) for record in pool.records]
-        tfidf_model = fit_idf(documents)
-        tfidf = tfidf_vectors(documents, *tfidf_model)
+        with stages("tf-idf vectors"):
+            documents = [tfidf_document(record.captions) for record in pool.records]
+            tfidf_model = fit_idf(documents)
+            tfidf = tfidf_vectors(documents, *tfidf_model)
         run(f"{TEXT}->{TEXT}", "tf-idf", BASELINE, CosineScorer(tfidf[protocol.query], tfidf[protocol.database]))
-    for direction, name, query_codes, database_codes in _hashing_baselines(sets, protocol, train, options, notes):
+    with stages("hashing baselines: training and codes"):
+        baselines = list(_hashing_baselines(sets, protocol, train, options, notes))
+    for direction, name, query_codes, database_codes in baselines:
         run(direction, name, BASELINE, HammingScorer(query_codes, database_codes))
-    halves = _caption_halves(pool.records, sets, tfidf_model, options) if tfidf_model else None
+    with stages("caption halves"):
+        halves = _caption_halves(pool.records, sets, tfidf_model, options) if tfidf_model else None
     evaluation = Evaluation(
         protocol={
             "seed": options.seed,
@@ -268,6 +317,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         tasks=tasks,
         caption_halves=halves,
         notes=notes,
+        stages=stages.seconds,
     )
     evaluation.reading = reading_sentence(evaluation)
     return evaluation
@@ -293,7 +343,9 @@ def _caption_halves(
     doc2vec = next((feature for feature in sets if feature.name == "doc2vec"), None)
     if doc2vec is not None:
         model_path, settings = _inference_recipe(doc2vec.provenance, options)
-        vectors = infer_all(model_path, firsts + seconds, settings, options.workers, "caption halves")
+        # One inference process: starting one (imports, the model) costs ~5 s of CPU, more than
+        # inferring 2,000 half documents at the default 100 epochs (~1 s, measured).
+        vectors = infer_all(model_path, firsts + seconds, settings, 1, "caption halves")
         recall["doc2vec"] = halves_recall(vectors[: len(firsts)], vectors[len(firsts) :])
     bow = next((feature for feature in sets if feature.name == "bow"), None)
     if bow is not None:

@@ -8,7 +8,8 @@ vertices of the hypercube: alternately B = sign(V R) and R from the SVD of B^T V
 Procrustes). The code of a feature vector is sign((x - mean) W R): c bits. For two modalities the
 rotation is learned on both modalities' projections stacked, so their codes are comparable.
 Only numpy and scipy; the directions and rotation come from a training subset, the codes are
-computed for every row.
+computed for every row. The projection is fitted once (PcaFit, CcaFit) for every code length: a
+c-bit code takes its first c directions.
 """
 
 from __future__ import annotations
@@ -63,15 +64,69 @@ def itq_rotation(projected: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: 
     return rotation
 
 
+@dataclasses.dataclass(frozen=True)
+class PcaFit:
+    """PCA of the training rows, done once for every code length: each takes its leading directions."""
+
+    mean: np.ndarray
+    centred: np.ndarray  # the training rows minus their mean
+    directions: np.ndarray  # features x the widest code length, largest variance first
+
+    @classmethod
+    def of(cls, train, widest: int) -> PcaFit:
+        train = _dense(train)
+        mean = train.mean(axis=0)
+        centred = train - mean
+        dimensions = train.shape[1]
+        widest = min(widest, dimensions)
+        _, vectors = scipy.linalg.eigh(centred.T @ centred, subset_by_index=(dimensions - widest, dimensions - 1))
+        return cls(mean, centred, vectors[:, ::-1])
+
+    def itq(self, bits: int, seed: int = 0) -> LinearHash:
+        """PCA to `bits` directions, then ITQ."""
+        _check_bits(bits, self.centred.shape[1], "features")
+        if bits > self.directions.shape[1]:
+            raise ValueError(f"{bits} bits: this PCA was fitted for at most {self.directions.shape[1]}")
+        directions = self.directions[:, :bits]
+        return LinearHash(self.mean, directions @ itq_rotation(self.centred @ directions, seed=seed))
+
+
 def pca_itq(train, bits: int, seed: int = 0) -> LinearHash:
     """PCA to `bits` directions, then ITQ; `train` rows dense or sparse."""
-    train = _dense(train)
-    _check_bits(bits, train.shape[1], "features")
-    mean = train.mean(axis=0)
-    centred = train - mean
-    _, vectors = scipy.linalg.eigh(centred.T @ centred, subset_by_index=(train.shape[1] - bits, train.shape[1] - 1))
-    directions = vectors[:, ::-1]
-    return LinearHash(mean, directions @ itq_rotation(centred @ directions, seed=seed))
+    return PcaFit.of(train, bits).itq(bits, seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class CcaFit:
+    """CCA of paired training rows, done once for every code length: each takes its leading pairs
+    of directions (the most correlated first)."""
+
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+    centred_x: np.ndarray
+    centred_y: np.ndarray
+    directions_x: np.ndarray  # features of x x min(features of x, of y)
+    directions_y: np.ndarray
+
+    @classmethod
+    def of(cls, train_x, train_y) -> CcaFit:
+        train_x, train_y = _dense(train_x), _dense(train_y)
+        if len(train_x) != len(train_y):
+            raise ValueError(f"{len(train_x)} and {len(train_y)} training rows: CCA needs pairs")
+        mean_x, mean_y = train_x.mean(axis=0), train_y.mean(axis=0)
+        centred_x, centred_y = train_x - mean_x, train_y - mean_y
+        whiten_x = _inverse_square_root(_covariance(centred_x, centred_x))
+        whiten_y = _inverse_square_root(_covariance(centred_y, centred_y))
+        left, _, right_t = np.linalg.svd(whiten_x @ _covariance(centred_x, centred_y) @ whiten_y)
+        pairs = min(train_x.shape[1], train_y.shape[1])
+        return cls(mean_x, mean_y, centred_x, centred_y, whiten_x @ left[:, :pairs], whiten_y @ right_t[:pairs].T)
+
+    def itq(self, bits: int, seed: int = 0) -> tuple[LinearHash, LinearHash]:
+        """CCA to `bits` pairs of directions, then one ITQ rotation for both modalities."""
+        _check_bits(bits, self.directions_x.shape[1], "features of either modality")
+        directions_x, directions_y = self.directions_x[:, :bits], self.directions_y[:, :bits]
+        rotation = itq_rotation(np.vstack([self.centred_x @ directions_x, self.centred_y @ directions_y]), seed=seed)
+        return LinearHash(self.mean_x, directions_x @ rotation), LinearHash(self.mean_y, directions_y @ rotation)
 
 
 def cca_itq(train_x, train_y, bits: int, seed: int = 0) -> tuple[LinearHash, LinearHash]:
@@ -79,18 +134,7 @@ def cca_itq(train_x, train_y, bits: int, seed: int = 0) -> tuple[LinearHash, Lin
 
     Rows of train_x and train_y (dense or sparse) are paired: the same image's features and text.
     """
-    train_x, train_y = _dense(train_x), _dense(train_y)
-    if len(train_x) != len(train_y):
-        raise ValueError(f"{len(train_x)} and {len(train_y)} training rows: CCA needs pairs")
-    _check_bits(bits, min(train_x.shape[1], train_y.shape[1]), "features of either modality")
-    mean_x, mean_y = train_x.mean(axis=0), train_y.mean(axis=0)
-    centred_x, centred_y = train_x - mean_x, train_y - mean_y
-    whiten_x = _inverse_square_root(_covariance(centred_x, centred_x))
-    whiten_y = _inverse_square_root(_covariance(centred_y, centred_y))
-    left, _, right_t = np.linalg.svd(whiten_x @ _covariance(centred_x, centred_y) @ whiten_y)
-    directions_x, directions_y = whiten_x @ left[:, :bits], whiten_y @ right_t[:bits].T
-    rotation = itq_rotation(np.vstack([centred_x @ directions_x, centred_y @ directions_y]), seed=seed)
-    return LinearHash(mean_x, directions_x @ rotation), LinearHash(mean_y, directions_y @ rotation)
+    return CcaFit.of(train_x, train_y).itq(bits, seed)
 
 
 def _dense(rows) -> np.ndarray:

@@ -13,6 +13,7 @@ tokenizer of the Doc2Vec documents (0.6 s against 16.8 s), with the same caption
 
 from __future__ import annotations
 
+import itertools
 import string
 from collections import Counter
 from collections.abc import Sequence
@@ -85,13 +86,18 @@ def chance_recall(images: int, ks: Sequence[int] = RECALL_KS) -> dict[int, float
 
 # ----------------------------------------------------------------------------- TF-IDF
 
-_PUNCTUATION_TO_SPACE = str.maketrans(dict.fromkeys(string.punctuation, " "))
+_PUNCTUATION_TO_SPACE = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
 
 
 def tfidf_document(captions: Sequence[str]) -> list[str]:
     """The words TF-IDF counts in some captions: lowercased, split at whitespace and ASCII
-    punctuation (on Flickr8k the same words as a `\\w+` regex, in half the time)."""
-    return " ".join(captions).lower().translate(_PUNCTUATION_TO_SPACE).split()
+    punctuation (on Flickr8k the same words as a `\\w+` regex, in half the time).
+
+    The punctuation is replaced in the UTF-8 bytes, where no byte of a non-ASCII character is
+    ASCII: half the time of str.translate on the full-scale sample's 123,287 images (measured).
+    """
+    text = " ".join(captions).lower().encode("utf-8", "surrogatepass")
+    return text.translate(_PUNCTUATION_TO_SPACE).decode("utf-8", "surrogatepass").split()
 
 
 def fit_idf(documents: Sequence[Sequence[str]]) -> tuple[dict[str, int], np.ndarray]:
@@ -99,7 +105,7 @@ def fit_idf(documents: Sequence[Sequence[str]]) -> tuple[dict[str, int], np.ndar
 
     The +1 keeps words found in every document at weight 1 instead of 0, as scikit-learn does.
     """
-    document_frequency = Counter(word for words in documents for word in set(words))
+    document_frequency = Counter(itertools.chain.from_iterable(map(set, documents)))
     vocabulary = {word: column for column, word in enumerate(sorted(document_frequency))}
     counts = np.array([document_frequency[word] for word in vocabulary], dtype=np.float64)
     return vocabulary, np.log((1 + len(documents)) / (1 + counts)) + 1
