@@ -335,8 +335,9 @@ def test_images_from_a_mirror_are_read_in_archive_order(sample_dir, sidecar, fea
     for index, image_id in enumerate(sorted(oracle)):
         assert (out / "images" / f"{index}.jpg").read_bytes() == oracle[image_id]["image"]
     train = mirror.traffic().for_path("zips/train2017.zip")
-    # one sequential read of the entries (plus the central directory), not a request per image
-    assert train.requests < 10 and train.body_bytes <= (sample_dir / "train2017.zip").stat().st_size
+    # one sequential read of the entries plus the reads of the central directory (its end record is
+    # looked for, then the directory read: a few hundred bytes twice), not a request per image
+    assert train.requests < 10 and train.body_bytes <= 1.05 * (sample_dir / "train2017.zip").stat().st_size
     assert manifest["formats"]["images"]["written_as"]["read from the zips"] == len(oracle)
 
 
