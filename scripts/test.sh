@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: set up the three test environments (the job's requirements plus
 # requirements-test.txt), then check the code style with ruff and run the tests: the whole suite
-# under datasets 3.6 (the loading-script path), then the builder, loading, Hub, training-stream
-# and hostile-input tests under the newest datasets (the CocoUnified class), then the image-feature models
+# under datasets 3.6 (the loading-script path), then the builder, loading, Hub, training-stream,
+# hostile-input and network-fault tests under the newest datasets (the CocoUnified class), then the image-feature models
 # (torchvision, open_clip) in .venv-vision. Arguments go to every pytest run (e.g. -x, -k NAME).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,6 @@ step .venv/bin/ruff check .
 step .venv/bin/ruff format --check .
 step .venv/bin/python -m pytest tests "$@"
 step .venv-newest/bin/python -m pytest tests/test_builder.py tests/test_feature_sidecars.py tests/test_loading_script.py \
-  tests/test_hub_export.py tests/test_train_stream.py tests/test_hostile_input.py "$@"
+  tests/test_hub_export.py tests/test_train_stream.py tests/test_hostile_input.py tests/test_network_faults.py "$@"
 step .venv-vision/bin/python -m pytest tests/test_image_features.py "$@"
 echo "== all checks passed"
