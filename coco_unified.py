@@ -2313,8 +2313,10 @@ _IMAGE_END_SLACK = 1024
 def read_images_ahead(entries: Sequence[ImageEntry], run_ends: dict[str, int]) -> Iterator[bytes]:
     """The content of each entry in order, read by one thread a few batches ahead.
 
-    Receiving and inflating entries (the socket, ISA-L and the CRC release the GIL) then overlaps
-    with decoding and writing the rows before them (PIL and Arrow release it too).
+    Receiving entries (the socket releases the GIL) then overlaps with decoding and writing the
+    rows before them (PIL and Arrow release it too). ISA-L holds the GIL while it inflates (2
+    threads inflating JPEG entries: 0.16 s serial, 0.13 s together, measured here), so inflating
+    overlaps little.
     """
     readers: dict[str, ByteRangeReader] = {}
 
@@ -2517,8 +2519,8 @@ def sidecar_provenance(schema: pa.Schema) -> dict:
     return {}
 
 
-def _vector_type(schema: pa.Schema, name: str, path: str, remedy: str) -> pa.FixedSizeListType:
-    """The fixed-size list type of column `name`; a missing column names the ones there are."""
+def _vector_type(schema: pa.Schema, name: str, path: str, remedy: str, dim: int | None = None) -> pa.FixedSizeListType:
+    """The fixed-size list type of column `name`, of `dim` values (None: any); a missing column names the ones there are."""
     vector_columns = [
         field.name for field in schema if field.name != "image_id" and pa.types.is_fixed_size_list(field.type)
     ]
@@ -2535,7 +2537,21 @@ def _vector_type(schema: pa.Schema, name: str, path: str, remedy: str) -> pa.Fix
         raise SidecarError(f"{path}: column {name} is {kind}, not a fixed-size list of numbers; {remedy}.")
     if "image_id" not in schema.names or schema.field("image_id").type != pa.int64():
         raise SidecarError(f"{path}: needs an int64 column image_id keying its rows; {remedy}.")
+    if dim is not None and kind.list_size != dim:
+        raise SidecarError(
+            f"{path}: {_sidecar_words(name)} vectors are {kind.list_size}-d, expected {dim}-d; {remedy}."
+        )
     return kind
+
+
+def _check_no_null(vectors: pa.Array, image_ids: np.ndarray, name: str, path: str, remedy: str) -> None:
+    """`vectors` (the rows of `image_ids`) hold no null row; the error names the images that do."""
+    if vectors.null_count:
+        null_ids = image_ids[np.flatnonzero(vectors.is_null().to_numpy(zero_copy_only=False))]
+        raise SidecarError(
+            f"{path}: the {_sidecar_words(name)} row for image_id {null_ids[0]} is null "
+            f"({number_of(len(null_ids), 'null row')}: image ids {null_ids[:5].tolist()}); {remedy}."
+        )
 
 
 def read_sidecar_columns(
@@ -2556,11 +2572,7 @@ def read_sidecar_columns(
     """
     schema = read_sidecar_schema(path, storage_options, missing, remedy)
     for name, dim in dims.items():
-        kind = _vector_type(schema, name, path, remedy)
-        if dim is not None and kind.list_size != dim:
-            raise SidecarError(
-                f"{path}: {_sidecar_words(name)} vectors are {kind.list_size}-d, expected {dim}-d; {remedy}."
-            )
+        _vector_type(schema, name, path, remedy, dim)
     with open_location(path, storage_options, None, _SIDECAR_ADVICE) as file:
         table = pq.read_table(file, columns=["image_id", *dims])
     file_ids = table.column("image_id").to_numpy()
@@ -2570,12 +2582,7 @@ def read_sidecar_columns(
     matrices = {}
     for name in dims:
         column = table.column(name).combine_chunks()
-        if column.null_count:
-            null_ids = file_ids[np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))]
-            raise SidecarError(
-                f"{path}: the {_sidecar_words(name)} row for image_id {null_ids[0]} is null "
-                f"({number_of(len(null_ids), 'null row')}: image ids {null_ids[:5].tolist()}); {remedy}."
-            )
+        _check_no_null(column, file_ids, name, path, remedy)
         values = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
         # float16 and integer vectors become float32: one type for every joined column
         matrix = values[rows] if rows is not None else values
@@ -2640,12 +2647,7 @@ def iter_sidecar_rows(
     one of `image_ids` there, no null, finite values.
     """
     schema = read_sidecar_schema(path, storage_options, column.missing_error(), column.remedy)
-    kind = _vector_type(schema, column.name, path, column.remedy)
-    if column.dim is not None and kind.list_size != column.dim:
-        raise SidecarError(
-            f"{path}: {_sidecar_words(column.name)} vectors are {kind.list_size}-d, expected {column.dim}-d; "
-            f"{column.remedy}."
-        )
+    kind = _vector_type(schema, column.name, path, column.remedy, column.dim)
     with open_location(path, storage_options, None, _SIDECAR_ADVICE) as file:
         # pre_buffer reads ahead every row group: iterating a 123,287 x 4096 float16 column peaked at
         # 1,063 MB resident with it, 262 MB without (measured), at the same speed.
@@ -2658,8 +2660,7 @@ def iter_sidecar_rows(
         start = 0
         for batch in parquet.iter_batches(batch_size=SIDECAR_ROW_GROUP_ROWS, columns=[column.name]):
             vectors = batch.column(0)
-            if vectors.null_count:
-                raise SidecarError(f"{path}: {column.name} is null for some images; {column.remedy}.")
+            _check_no_null(vectors, file_ids[start : start + len(vectors)], column.name, path, column.remedy)
             low, high = np.searchsorted(sorted_rows, [start, start + len(vectors)])
             if high > low:
                 values = vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), kind.list_size)
