@@ -29,7 +29,9 @@ from coco_unified import (
 )
 from tools.lib.pool import read_pool
 
-DATABASE_IMAGE_IDS = "database_image_ids.txt"
+IMAGE_IDS_SUFFIX = "_image_ids.txt"  # <split>_image_ids.txt: the COCO image ids of <split>.txt
+# Doc2Vec's train_ids file: the hashing draw's database, which leaves the queries out of training.
+DATABASE_IMAGE_IDS = f"database{IMAGE_IDS_SUFFIX}"
 ROWS = "rows"  # rows.txt: the row order of the file the paper reads
 
 
@@ -56,7 +58,7 @@ def write_index_files(directory: str, named: dict[str, np.ndarray], image_ids: S
     image_ids = np.asarray(image_ids, dtype=np.int64)
     paths = []
     for name, indices in named.items():
-        for path, values in ((f"{name}.txt", indices), (f"{name}_image_ids.txt", image_ids[indices])):
+        for path, values in ((f"{name}.txt", indices), (f"{name}{IMAGE_IDS_SUFFIX}", image_ids[indices])):
             paths.append(os.path.join(directory, path))
             np.savetxt(paths[-1], values, fmt="%d")
     return paths
