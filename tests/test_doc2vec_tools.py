@@ -23,7 +23,7 @@ import coco_unified
 from coco_unified import DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar, write_doc2vec_sidecar
 from tools.fakes.jhlau_fixture import write_jhlau_model_dir
 from tools.lib.doc2vec_build import BuildOptions, build_sidecar
-from tools.lib.doc2vec_inference import InferenceSettings, infer_all
+from tools.lib.doc2vec_inference import InferenceSettings, infer_all, inference_processes
 from tools.lib.doc2vec_model import file_sha256, model_path_beside, weights_sha256
 from tools.lib.doc2vec_presets import DEFAULT_PRESET, INFER_MIN_ALPHA, PRESETS
 from tools.lib.pool import read_pool
@@ -158,6 +158,16 @@ def test_per_caption_vectors(sample_dir, trained, trained_model, records, image_
     alone = infer_all(str(trained_model), [caption_tokens(record.captions[-1])], INFERENCE_SETTINGS, workers=1)
     assert np.array_equal(np.asarray(per_caption[-1][-1], dtype=np.float32), alone[0])
     assert provenance_of(output)["inference"]["per_caption"] is True
+
+
+def test_processes_started_ahead_infer_the_bits_of_fresh_ones(trained_model, records):
+    documents = [document_of(record) for record in records[:3]]
+    with inference_processes(str(trained_model), INFERENCE_SETTINGS, 1) as processes:
+        ahead = infer_all(str(trained_model), documents, INFERENCE_SETTINGS, 1, processes=processes)
+        # The same processes serve another call: they stay up as long as the caller's block.
+        again = infer_all(str(trained_model), documents[::-1], INFERENCE_SETTINGS, 1, processes=processes)
+    fresh = infer_all(str(trained_model), documents, INFERENCE_SETTINGS, workers=1)
+    assert np.array_equal(ahead, fresh) and np.array_equal(again, fresh[::-1])
 
 
 def test_annotations_from_a_mirror_give_the_same_vectors(

@@ -12,6 +12,7 @@ import dataclasses
 import multiprocessing
 import os
 from collections.abc import Hashable, Iterator, Sequence
+from multiprocessing.pool import Pool
 
 import numpy as np
 from gensim.models.doc2vec import Doc2Vec
@@ -83,6 +84,18 @@ def _environment(name: str, value: str):
             os.environ[name] = previous
 
 
+@contextlib.contextmanager
+def inference_processes(model_path: str, settings: InferenceSettings, workers: int) -> Iterator[Pool]:
+    """`workers` fresh processes that load the saved model at `model_path` as they start: started
+    early, they import gensim and load the model while the caller does other work."""
+    # spawn, not fork: a forked worker would inherit this process's hash salt. The variable stays
+    # set while the pool lives, for the workers it starts to replace dead ones.
+    context = multiprocessing.get_context("spawn")
+    with _environment("PYTHONHASHSEED", str(settings.seed)):
+        with context.Pool(workers, initializer=_start_worker, initargs=(model_path, settings)) as pool:
+            yield pool
+
+
 def infer_tasks(
     model_path: str,
     tasks: Sequence[Task],
@@ -91,10 +104,12 @@ def infer_tasks(
     description: str = "inference",
     done_documents: int = 0,
     total_documents: int = 0,
+    processes: Pool | None = None,
 ) -> Iterator[tuple[Hashable, np.ndarray]]:
     """(key, float32 vectors of the task's documents) for every task, in order of completion.
 
-    `workers` fresh processes load the saved model at `model_path`; a progress bar counts
+    `workers` fresh processes load the saved model at `model_path`, unless `processes` (of
+    `inference_processes` with the same model and settings) are given; a progress bar counts
     documents, starting at `done_documents` of `total_documents` when a run is resumed.
     """
     pending_documents = sum(len(documents) for _, documents in tasks)
@@ -102,16 +117,12 @@ def infer_tasks(
     with Progress(total=total, initial=done_documents, desc=description, unit="doc", smoothing=0.05) as progress:
         if not tasks:
             return
-        # spawn, not fork: a forked worker would inherit this process's hash salt. The variable
-        # stays set while the pool lives, for the workers it starts to replace dead ones.
-        context = multiprocessing.get_context("spawn")
-        with _environment("PYTHONHASHSEED", str(settings.seed)):
-            with context.Pool(
-                min(workers, len(tasks)), initializer=_start_worker, initargs=(model_path, settings)
-            ) as pool:
-                for key, vectors in pool.imap_unordered(_infer_task, tasks):
-                    progress.update(len(vectors))
-                    yield key, vectors
+        with contextlib.ExitStack() as stack:
+            if processes is None:
+                processes = stack.enter_context(inference_processes(model_path, settings, min(workers, len(tasks))))
+            for key, vectors in processes.imap_unordered(_infer_task, tasks):
+                progress.update(len(vectors))
+                yield key, vectors
 
 
 def infer_all(
@@ -121,9 +132,10 @@ def infer_all(
     workers: int,
     description: str = "inference",
     documents_per_task: int = 256,
+    processes: Pool | None = None,
 ) -> np.ndarray:
-    """Vectors of `documents`, in their order."""
+    """Vectors of `documents`, in their order (`processes`: as for `infer_tasks`)."""
     starts = range(0, len(documents), documents_per_task)
     tasks = [(start, documents[start : start + documents_per_task]) for start in starts]
-    vectors = dict(infer_tasks(model_path, tasks, settings, workers, description))
+    vectors = dict(infer_tasks(model_path, tasks, settings, workers, description, processes=processes))
     return np.concatenate([vectors[start] for start in starts])

@@ -28,6 +28,7 @@ import concurrent.futures
 import dataclasses
 import math
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -92,6 +93,7 @@ class CosineScorer:
         # faster dense: the products of frequent words are then one matrix product, not lists.
         dense = not scipy.sparse.issparse(database) or np.prod(database.shape) * 4 <= _DENSE_BYTES
         self.queries, self.database = _unit_float32(queries, dense), _unit_float32(database, dense)
+        self._scores = threading.local()  # each ranking thread's block of scores
 
     def __len__(self) -> int:
         return self.queries.shape[0]
@@ -99,8 +101,12 @@ class CosineScorer:
     def primary_keys(self, rows: slice) -> Iterator[np.ndarray]:
         """Each float32 score as a uint32 that sorts like the negated score (IEEE-754 order: flip
         every bit of a negative number, the sign bit of a positive one)."""
-        scores = self.queries[rows] @ self.database.T  # one matrix product for the block
-        scores = np.asarray(scores.toarray() if scipy.sparse.issparse(scores) else scores, dtype=np.float32)
+        queries = self.queries[rows]
+        if scipy.sparse.issparse(queries):
+            scores = np.asarray((queries @ self.database.T).toarray(), dtype=np.float32)
+        else:
+            scores = self._block(queries.shape[0])
+            np.matmul(queries, self.database.T, out=scores)  # one matrix product for the block
         scores += np.float32(0)  # -0.0 becomes +0.0: equal scores, equal keys
         for row in scores.view(np.int32):  # row by row: the arrays stay in the CPU's cache
             # A positive score's bits, all but the sign flipped, sort before any negative score's bits.
@@ -109,6 +115,14 @@ class CosineScorer:
             sign &= np.int32(0x7FFFFFFF)
             sign ^= row
             yield sign.view(np.uint32)
+
+    def _block(self, rows: int) -> np.ndarray:
+        """This thread's array for `rows` rows of scores, allocated once: a fresh 120 MB block
+        for every 256 queries doubled the time of the products (page faults, measured)."""
+        block = getattr(self._scores, "block", None)
+        if block is None or block.shape[0] < rows:
+            block = self._scores.block = np.empty((rows, self.database.shape[0]), dtype=np.float32)
+        return block[:rows]
 
 
 class HammingScorer:
@@ -296,10 +310,12 @@ def _rank_query(primary: np.ndarray, relevant: np.ndarray, plan: _Plan) -> tuple
     # of booleans is 4x faster than of the keys masked (measured on 117,218 keys).
     low_bytes = keys.view(np.uint8)[plan.low_byte :: keys.itemsize] & np.uint8(1)
     hit_ranks = np.flatnonzero(low_bytes.view(bool))  # 0-based ranks of the relevant items
-    # Precision at each relevant item's rank (hits so far / rank), summed up to each one.
-    precision_sums = np.concatenate([[0.0], np.cumsum(plan.counts[: len(hit_ranks)] * plan.inverse_ranks[hit_ranks])])
     hits_in_top = np.searchsorted(hit_ranks, plan.map_ks)  # relevant items among the top k
-    average_precision = precision_sums[hits_in_top] / np.maximum(hits_in_top, 1)
+    # The precisions at the first m relevant items' ranks (hits so far / rank), summed for each
+    # top k: one dot product each, 5x faster than a running sum of them all (measured).
+    inverse_hit_ranks = plan.inverse_ranks[hit_ranks]
+    precision_sums = np.array([plan.counts[:hits] @ inverse_hit_ranks[:hits] for hits in hits_in_top])
+    average_precision = precision_sums / np.maximum(hits_in_top, 1)
     precision = np.searchsorted(hit_ranks, plan.precision_ks) / plan.precision_ks
     if plan.bits is None:
         return average_precision, precision, _NO_CURVE, _NO_CURVE

@@ -13,22 +13,31 @@ representation finds an image's other captions.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from multiprocessing.pool import Pool
 
 import numpy as np
 import scipy.sparse
 from threadpoolctl import threadpool_limits
 
-from coco_unified import CLASS_NAMES, CocoError, ImageRecord, read_doc2vec_sidecar, sample_protocol
+from coco_unified import (
+    CLASS_NAMES,
+    CocoError,
+    ImageRecord,
+    read_doc2vec_provenance,
+    read_doc2vec_sidecar,
+    sample_protocol,
+)
 from tools.lib import evaluation_plots
 from tools.lib.bow import bow_matrix
-from tools.lib.doc2vec_inference import InferenceSettings, infer_all
+from tools.lib.doc2vec_inference import InferenceSettings, infer_all, inference_processes
 from tools.lib.doc2vec_model import load_model
 from tools.lib.evaluation import (
     DEFAULT_MAP_KS,
@@ -132,24 +141,36 @@ class Evaluation:
 
 
 class _Stages:
-    """Wall and CPU seconds (this process's threads and its finished children) of each stage,
-    logged as it ends: where an evaluation's time goes (benchmarks/bench_evaluate.py prints them)."""
+    """Wall and CPU seconds of each stage, logged as it ends: where an evaluation's time goes
+    (benchmarks/bench_evaluate.py prints them). A stage of the main thread counts the CPU of the
+    whole process (its ranking threads, and what runs beside them meanwhile) and of the children
+    that ended; a stage run beside the rankings (`beside`) counts its own thread's and that of the
+    children that ended meanwhile."""
+
+    BESIDE = " (beside the rankings)"
 
     def __init__(self):
         self.seconds: dict[str, dict[str, float]] = {}
 
     @contextlib.contextmanager
-    def __call__(self, name: str):
-        wall, cpu = time.perf_counter(), _cpu_seconds()
+    def __call__(self, name: str, beside: bool = False):
+        own_cpu = time.thread_time if beside else time.process_time
+        wall, cpu, children = time.perf_counter(), own_cpu(), _children_cpu_seconds()
         yield
-        spent = {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu}
+        spent = {"wall": time.perf_counter() - wall, "cpu": own_cpu() - cpu + _children_cpu_seconds() - children}
+        name += self.BESIDE if beside else ""
         self.seconds[name] = spent
         logger.info("%s: %.1f s (%.1f s CPU)", name, spent["wall"], spent["cpu"])
 
+    def beside(self, name: str, function: Callable, *arguments):
+        """`function(*arguments)`, timed as a stage run beside the main thread's."""
+        with self(name, beside=True):
+            return function(*arguments)
 
-def _cpu_seconds() -> float:
+
+def _children_cpu_seconds() -> float:
     times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
+    return times.children_user + times.children_system
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -269,6 +290,11 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
 
 
 def _evaluate(options: EvaluateOptions) -> Evaluation:
+    with contextlib.ExitStack() as stack:
+        return _evaluate_with(options, _Doc2VecInference.started(options, stack))
+
+
+def _evaluate_with(options: EvaluateOptions, inference: _Doc2VecInference | None) -> Evaluation:
     stages = _Stages()
     with stages("reading labels and captions"):
         pool = _read_labels(options)
@@ -278,9 +304,15 @@ def _evaluate(options: EvaluateOptions) -> Evaluation:
     train = protocol.train[train_size]
     with stages("relevance"):
         relevance = Relevance(pool.labels[protocol.query], pool.labels[protocol.database])
+    # Captions (TF-IDF, caption halves) come with a pool and matter beside text features.
+    with_captions = pool.records is not None and any(feature.modality == TEXT for feature in sets)
+    halves, halves_result = None, None
+    if with_captions:
+        with stages("caption halves: tokens"):
+            halves = _CaptionHalves.of(pool.records, inference, options)
     ranking = RankingOptions(map_ks=options.map_ks, precision_ks=options.precision_ks, workers=options.workers)
     notes: list[str] = []
-    tasks = []
+    tasks: list[TaskResult] = []
 
     def run(direction: str, name: str, role: str, scorer) -> None:
         title = f"{direction} {name}"
@@ -288,23 +320,33 @@ def _evaluate(options: EvaluateOptions) -> Evaluation:
             result = rank(scorer, relevance, dataclasses.replace(ranking, progress=title))
         tasks.append(TaskResult(direction, name, role, result))
 
-    for direction, query, database in _directions(sets):
-        scorer = _scorer(query.matrix[protocol.query], database.matrix[protocol.database], query.codes)
-        run(direction, query.name if query is database else f"{query.name} -> {database.name}", FEATURES, scorer)
-    has_text = any(feature.modality == TEXT for feature in sets)
-    tfidf_model = None
-    if pool.records is not None and has_text:
-        with stages("tf-idf vectors"):
-            documents = [tfidf_document(record.captions) for record in pool.records]
-            tfidf_model = fit_idf(documents)
-            tfidf = tfidf_vectors(documents, *tfidf_model)
-        run(f"{TEXT}->{TEXT}", "tf-idf", BASELINE, CosineScorer(tfidf[protocol.query], tfidf[protocol.database]))
-    with stages("hashing baselines: training and codes"):
-        baselines = list(_hashing_baselines(sets, protocol, train, options, notes))
-    for direction, name, query_codes, database_codes in baselines:
-        run(direction, name, BASELINE, HammingScorer(query_codes, database_codes))
-    with stages("caption halves"):
-        halves = _caption_halves(pool.records, sets, tfidf_model, options) if tfidf_model else None
+    def hashing_baselines() -> list[tuple]:
+        return list(_hashing_baselines(sets, protocol, train, options, notes))
+
+    # Work that leaves a core idle runs beside the rankings: the hashing baselines' fits (numpy,
+    # one thread) and the caption halves' Doc2Vec inference (a child process). One after the
+    # other, they added 11 s to the 70-80 s of the full-scale sample (measured). Python-bound
+    # work (TF-IDF's words) stays in this thread: beside the rankings, it held the GIL from
+    # their threads and made them 5x slower (measured).
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="beside-rankings") as beside:
+        if halves is not None:
+            halves_vectors = beside.submit(stages.beside, "caption halves: Doc2Vec inference", halves.doc2vec_vectors)
+        baselines = beside.submit(stages.beside, "hashing baselines: training and codes", hashing_baselines)
+        for direction, query, database in _directions(sets):
+            scorer = _scorer(query.matrix[protocol.query], database.matrix[protocol.database], query.codes)
+            run(direction, query.name if query is database else f"{query.name} -> {database.name}", FEATURES, scorer)
+        if with_captions:
+            with stages("tf-idf vectors"):
+                documents = [tfidf_document(record.captions) for record in pool.records]
+                tfidf_model = fit_idf(documents)
+                tfidf = tfidf_vectors(documents, *tfidf_model)
+            run(f"{TEXT}->{TEXT}", "tf-idf", BASELINE, CosineScorer(tfidf[protocol.query], tfidf[protocol.database]))
+        for direction, name, query_codes, database_codes in baselines.result():
+            run(direction, name, BASELINE, HammingScorer(query_codes, database_codes))
+        if halves is not None:
+            doc2vec_vectors = halves_vectors.result()
+            with stages("caption halves"):
+                halves_result = halves.recall(sets, tfidf_model, doc2vec_vectors)
     evaluation = Evaluation(
         protocol={
             "seed": options.seed,
@@ -315,7 +357,7 @@ def _evaluate(options: EvaluateOptions) -> Evaluation:
             "relevant": "shares at least one label with the query",
         },
         tasks=tasks,
-        caption_halves=halves,
+        caption_halves=halves_result,
         notes=notes,
         stages=stages.seconds,
     )
@@ -326,52 +368,86 @@ def _evaluate(options: EvaluateOptions) -> Evaluation:
 # ----------------------------------------------------------------------------- caption halves
 
 
-def _caption_halves(
-    records: Sequence[ImageRecord], sets: Sequence[FeatureSet], tfidf_model: tuple, options: EvaluateOptions
-) -> dict | None:
-    """Recall@k of first halves finding second halves, for Doc2Vec (inferred), BoW, TF-IDF, chance."""
-    splittable = [record.index for record in records if len(record.captions) >= 2]
-    if len(splittable) < 2:
-        return None
-    rng = np.random.default_rng(options.seed)
-    chosen = np.sort(rng.choice(splittable, min(options.caption_images, len(splittable)), replace=False))
-    captions = [records[row].captions for row in chosen]
-    recall = {}
-    # Doc2Vec and BoW read the PTB tokens of their documents; only the chosen images are tokenised.
-    tokens = caption_halves(tokenize_captions(captions, options.workers))
-    firsts, seconds = ([join_captions(half) for half in halves] for halves in tokens)
-    doc2vec = next((feature for feature in sets if feature.name == "doc2vec"), None)
-    if doc2vec is not None:
-        model_path, settings = _inference_recipe(doc2vec.provenance, options)
-        # One inference process: starting one (imports, the model) costs ~5 s of CPU, more than
-        # inferring 2,000 half documents at the default 100 epochs (~1 s, measured).
-        vectors = infer_all(model_path, firsts + seconds, settings, 1, "caption halves")
-        recall["doc2vec"] = halves_recall(vectors[: len(firsts)], vectors[len(firsts) :])
-    bow = next((feature for feature in sets if feature.name == "bow"), None)
-    if bow is not None:
-        words, counts = bow.provenance["vocabulary"], bow.provenance["counts"]
-        recall["bow"] = halves_recall(bow_matrix(firsts, words, counts), bow_matrix(seconds, words, counts))
-    tfidf_firsts, tfidf_seconds = ([tfidf_document(half) for half in halves] for halves in caption_halves(captions))
-    recall["tf-idf"] = halves_recall(
-        tfidf_vectors(tfidf_firsts, *tfidf_model), tfidf_vectors(tfidf_seconds, *tfidf_model)
-    )
-    recall["chance"] = chance_recall(len(chosen))
-    return {"images": len(chosen), "vocabulary": len(tfidf_model[0]), "recall": recall}
+@dataclasses.dataclass(frozen=True)
+class _CaptionHalves:
+    """Caption halves of up to `caption_images` images, tokenised (tools/lib/retrieval.py): their
+    recall@k for Doc2Vec (inferred with the sidecar's model and settings), BoW, TF-IDF and chance."""
+
+    captions: list[Sequence[str]]  # per chosen image
+    firsts: list[list[str]]  # PTB tokens of each first half, as Doc2Vec and BoW read them
+    seconds: list[list[str]]
+    doc2vec: _Doc2VecInference | None
+
+    @classmethod
+    def of(cls, records: Sequence[ImageRecord], doc2vec: _Doc2VecInference | None, options: EvaluateOptions):
+        """None when fewer than two images have two captions."""
+        splittable = [record.index for record in records if len(record.captions) >= 2]
+        if len(splittable) < 2:
+            return None
+        rng = np.random.default_rng(options.seed)
+        chosen = np.sort(rng.choice(splittable, min(options.caption_images, len(splittable)), replace=False))
+        captions = [records[row].captions for row in chosen]
+        # Doc2Vec and BoW read the PTB tokens of their documents; only the chosen images are tokenised.
+        tokens = caption_halves(tokenize_captions(captions, options.workers))
+        firsts, seconds = ([join_captions(half) for half in halves] for halves in tokens)
+        return cls(captions, firsts, seconds, doc2vec)
+
+    def doc2vec_vectors(self) -> np.ndarray | None:
+        """The halves' Doc2Vec vectors, first halves then second halves; None without Doc2Vec."""
+        return None if self.doc2vec is None else self.doc2vec.vectors(self.firsts + self.seconds)
+
+    def recall(self, sets: Sequence[FeatureSet], tfidf_model: tuple, doc2vec_vectors: np.ndarray | None) -> dict:
+        recall = {}
+        if doc2vec_vectors is not None:
+            recall["doc2vec"] = halves_recall(doc2vec_vectors[: len(self.firsts)], doc2vec_vectors[len(self.firsts) :])
+        bow = next((feature for feature in sets if feature.name == "bow"), None)
+        if bow is not None:
+            words, counts = bow.provenance["vocabulary"], bow.provenance["counts"]
+            recall["bow"] = halves_recall(
+                bow_matrix(self.firsts, words, counts), bow_matrix(self.seconds, words, counts)
+            )
+        tfidf_firsts, tfidf_seconds = (
+            [tfidf_document(half) for half in halves] for halves in caption_halves(self.captions)
+        )
+        recall["tf-idf"] = halves_recall(
+            tfidf_vectors(tfidf_firsts, *tfidf_model), tfidf_vectors(tfidf_seconds, *tfidf_model)
+        )
+        recall["chance"] = chance_recall(len(self.captions))
+        return {"images": len(self.captions), "vocabulary": len(tfidf_model[0]), "recall": recall}
 
 
-def _inference_recipe(provenance: dict, options: EvaluateOptions) -> tuple[str, InferenceSettings]:
-    """The model path and inference settings the Doc2Vec sidecar was built with."""
-    try:
-        model_path = options.model or provenance["model"]["path"]
-        recorded = provenance["inference"]
-        settings = InferenceSettings(recorded["epochs"], recorded["alpha"], recorded["min_alpha"], recorded["seed"])
-    except KeyError as missing:
-        raise CocoError(
-            f"{options.doc2vec_path}: its provenance lacks {missing}; it was not written by `coco-unified doc2vec`. "
-            "Rebuild it."
-        ) from None
-    load_model(model_path, mmap="r")  # fail now, with a clear message, rather than in every worker
-    return model_path, settings
+@dataclasses.dataclass(frozen=True)
+class _Doc2VecInference:
+    """The model and settings the Doc2Vec sidecar was built with, and the process that infers
+    with them (tools/lib/doc2vec_inference.py)."""
+
+    model_path: str
+    settings: InferenceSettings
+    process: Pool
+
+    @classmethod
+    def started(cls, options: EvaluateOptions, stack: contextlib.ExitStack) -> _Doc2VecInference | None:
+        """None without a Doc2Vec sidecar. The process lives as long as `stack`; started first, it
+        imports gensim and loads the model (~5 s of CPU) while the annotations are read."""
+        if options.doc2vec_path is None:
+            return None
+        provenance = read_doc2vec_provenance(options.doc2vec_path)
+        try:
+            model_path = options.model or provenance["model"]["path"]
+            recorded = provenance["inference"]
+            settings = InferenceSettings(recorded["epochs"], recorded["alpha"], recorded["min_alpha"], recorded["seed"])
+        except KeyError as missing:
+            raise CocoError(
+                f"{options.doc2vec_path}: its provenance lacks {missing}; it was not written by `coco-unified doc2vec`. "
+                "Rebuild it."
+            ) from None
+        load_model(model_path, mmap="r")  # fail now, with a clear message, rather than in the process
+        # One process: 2,000 half documents take ~1 s to infer at the default 100 epochs, less
+        # than starting a second process costs (measured).
+        return cls(model_path, settings, stack.enter_context(inference_processes(model_path, settings, 1)))
+
+    def vectors(self, documents: Sequence[list[str]]) -> np.ndarray:
+        return infer_all(self.model_path, documents, self.settings, 1, "caption halves", processes=self.process)
 
 
 # ----------------------------------------------------------------------------- reports
