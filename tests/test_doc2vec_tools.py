@@ -290,6 +290,15 @@ def test_unreadable_model_file_is_named(sample_dir, tmp_path):
         build(sample_dir, tmp_path / "out.parquet", model=str(broken))
 
 
+def test_a_model_the_inference_processes_cannot_load_is_named(tmp_path):
+    # Loaded by the processes alone (evaluate starts them first): the error reaches the caller
+    # instead of the pool starting new processes forever.
+    broken = tmp_path / "broken.model"
+    broken.write_bytes(b"not a pickle at all")
+    with pytest.raises(CocoError, match=rf"{broken}: not a readable gensim 4 Doc2Vec model"):
+        infer_all(str(broken), [["a", "dog", "."]], INFERENCE_SETTINGS, workers=1)
+
+
 def test_model_of_another_vector_size_is_refused(sample_dir, tmp_path):
     small = Doc2Vec([TaggedDocument(["a", "dog", "."], [0])], vector_size=50, min_count=1, epochs=1)
     small.save(str(tmp_path / "small.model"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from coco_unified import CocoError
 from tools import cli
 from tools.lib.evaluation_report import (
     JSON_FILE,
@@ -36,6 +37,14 @@ def bow(sample_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("bow") / "bow.parquet"
     assert cli.main(["bow", "--data-dir", str(sample_dir), "--output", str(output), "--workers", "1"]) == 0
     return output
+
+
+def test_a_model_that_does_not_load_fails_the_evaluation(sample_dir, trained, tmp_path):
+    broken = tmp_path / "broken.model"
+    broken.write_bytes(b"not a pickle at all")
+    options = EvaluateOptions(data_dir=str(sample_dir), doc2vec_path=str(trained), model=str(broken))
+    with pytest.raises(CocoError, match=rf"{broken}: not a readable gensim 4 Doc2Vec model"):
+        evaluate(options)
 
 
 def assert_png(path):

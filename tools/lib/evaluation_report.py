@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from multiprocessing.pool import Pool
+from multiprocessing.pool import AsyncResult, Pool
 
 import numpy as np
 import scipy.sparse
@@ -37,8 +37,7 @@ from coco_unified import (
 )
 from tools.lib import evaluation_plots
 from tools.lib.bow import bow_matrix
-from tools.lib.doc2vec_inference import InferenceSettings, infer_all, inference_processes
-from tools.lib.doc2vec_model import load_model
+from tools.lib.doc2vec_inference import InferenceSettings, infer_all, inference_processes, worker_ready
 from tools.lib.evaluation import (
     DEFAULT_MAP_KS,
     DEFAULT_PRECISION_KS,
@@ -298,6 +297,8 @@ def _evaluate_with(options: EvaluateOptions, inference: _Doc2VecInference | None
     stages = _Stages()
     with stages("reading labels and captions"):
         pool = _read_labels(options)
+    if inference is not None:
+        inference.check_loaded()  # a model that does not load fails the evaluation now, not at its end
     with stages("reading features"):
         sets = _feature_sets(options, pool)
     protocol, train_size = _protocol(pool.labels, options)
@@ -424,6 +425,7 @@ class _Doc2VecInference:
     model_path: str
     settings: InferenceSettings
     process: Pool
+    loaded: AsyncResult  # the process has loaded the model, or why it could not (check_loaded)
 
     @classmethod
     def started(cls, options: EvaluateOptions, stack: contextlib.ExitStack) -> _Doc2VecInference | None:
@@ -441,10 +443,14 @@ class _Doc2VecInference:
                 f"{options.doc2vec_path}: its provenance lacks {missing}; it was not written by `coco-unified doc2vec`. "
                 "Rebuild it."
             ) from None
-        load_model(model_path, mmap="r")  # fail now, with a clear message, rather than in the process
         # One process: 2,000 half documents take ~1 s to infer at the default 100 epochs, less
         # than starting a second process costs (measured).
-        return cls(model_path, settings, stack.enter_context(inference_processes(model_path, settings, 1)))
+        process = stack.enter_context(inference_processes(model_path, settings, 1))
+        return cls(model_path, settings, process, process.apply_async(worker_ready))
+
+    def check_loaded(self) -> None:
+        """Raises the error that kept the process from loading the model (waiting for it to try)."""
+        self.loaded.get()
 
     def vectors(self, documents: Sequence[list[str]]) -> np.ndarray:
         return infer_all(self.model_path, documents, self.settings, 1, "caption halves", processes=self.process)
