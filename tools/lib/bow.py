@@ -54,7 +54,8 @@ class BowOptions:
 @functools.cache
 def stop_words() -> frozenset[str]:
     """gensim's English list, 337 words (a dependency already, and offline). Imported when first
-    needed: importing gensim takes 2 s (measured), which reading a BoW sidecar does not need."""
+    needed: importing gensim took 2 s here (with the scipy modules it loads), and reading a BoW
+    sidecar (evaluate) does not need it."""
     from gensim.parsing.preprocessing import STOPWORDS
 
     return STOPWORDS

@@ -53,8 +53,8 @@ _worker_error: CocoError | None = None
 
 def _start_worker(model_path: str, settings: InferenceSettings) -> None:
     global _worker_model, _worker_settings, _worker_error
-    # gensim is imported here, by the workers only: the tools that import this module (evaluate)
-    # then start 2 s sooner (measured).
+    # gensim is imported here, by the workers: a tool that only starts them (evaluate) need not
+    # import it.
     from tools.lib.doc2vec_model import load_model
 
     try:
