@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -55,11 +56,12 @@ from tools.lib.retrieval import (
     caption_halves,
     chance_recall,
     fit_idf,
+    halves_documents,
     halves_recall,
     tfidf_document,
     tfidf_vectors,
 )
-from tools.lib.text import join_captions, tokenize_captions
+from tools.lib.text import caption_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -309,8 +311,7 @@ def _evaluate_with(options: EvaluateOptions, inference: _Doc2VecInference | None
     with_captions = pool.records is not None and any(feature.modality == TEXT for feature in sets)
     halves, halves_result = None, None
     if with_captions:
-        with stages("caption halves: tokens"):
-            halves = _CaptionHalves.of(pool.records, inference, options)
+        halves = _CaptionHalves.of(pool.records, inference, options)
     ranking = RankingOptions(map_ks=options.map_ks, precision_ks=options.precision_ks, workers=options.workers)
     notes: list[str] = []
     tasks: list[TaskResult] = []
@@ -371,12 +372,11 @@ def _evaluate_with(options: EvaluateOptions, inference: _Doc2VecInference | None
 
 @dataclasses.dataclass(frozen=True)
 class _CaptionHalves:
-    """Caption halves of up to `caption_images` images, tokenised (tools/lib/retrieval.py): their
-    recall@k for Doc2Vec (inferred with the sidecar's model and settings), BoW, TF-IDF and chance."""
+    """Caption halves of up to `caption_images` images (tools/lib/retrieval.py): their recall@k
+    for Doc2Vec (inferred with the sidecar's model and settings), BoW, TF-IDF and chance."""
 
     captions: list[Sequence[str]]  # per chosen image
-    firsts: list[list[str]]  # PTB tokens of each first half, as Doc2Vec and BoW read them
-    seconds: list[list[str]]
+    documents: Callable[[], tuple[list, list]]  # the halves' PTB documents, when first asked for
     doc2vec: _Doc2VecInference | None
 
     @classmethod
@@ -388,25 +388,30 @@ class _CaptionHalves:
         rng = np.random.default_rng(options.seed)
         chosen = np.sort(rng.choice(splittable, min(options.caption_images, len(splittable)), replace=False))
         captions = [records[row].captions for row in chosen]
-        # Doc2Vec and BoW read the PTB tokens of their documents; only the chosen images are tokenised.
-        tokens = caption_halves(tokenize_captions(captions, options.workers))
-        firsts, seconds = ([join_captions(half) for half in halves] for halves in tokens)
-        return cls(captions, firsts, seconds, doc2vec)
+        if doc2vec is None:
+            return cls(captions, functools.partial(halves_documents, captions, options.workers), None)
+        # The inference process tokenises them, with the nltk it imported while the annotations
+        # were read (_Doc2VecInference.started): this process spares the 2.6 s of that import and
+        # the second of tokenising (measured).
+        return cls(captions, doc2vec.process.apply_async(halves_documents, (captions,)).get, doc2vec)
 
     def doc2vec_vectors(self) -> np.ndarray | None:
         """The halves' Doc2Vec vectors, first halves then second halves; None without Doc2Vec."""
-        return None if self.doc2vec is None else self.doc2vec.vectors(self.firsts + self.seconds)
+        if self.doc2vec is None:
+            return None
+        firsts, seconds = self.documents()
+        return self.doc2vec.vectors(firsts + seconds)
 
     def recall(self, sets: Sequence[FeatureSet], tfidf_model: tuple, doc2vec_vectors: np.ndarray | None) -> dict:
         recall = {}
         if doc2vec_vectors is not None:
-            recall["doc2vec"] = halves_recall(doc2vec_vectors[: len(self.firsts)], doc2vec_vectors[len(self.firsts) :])
+            middle = len(self.captions)
+            recall["doc2vec"] = halves_recall(doc2vec_vectors[:middle], doc2vec_vectors[middle:])
         bow = next((feature for feature in sets if feature.name == "bow"), None)
         if bow is not None:
             words, counts = bow.provenance["vocabulary"], bow.provenance["counts"]
-            recall["bow"] = halves_recall(
-                bow_matrix(self.firsts, words, counts), bow_matrix(self.seconds, words, counts)
-            )
+            firsts, seconds = self.documents()
+            recall["bow"] = halves_recall(bow_matrix(firsts, words, counts), bow_matrix(seconds, words, counts))
         tfidf_firsts, tfidf_seconds = (
             [tfidf_document(half) for half in halves] for halves in caption_halves(self.captions)
         )
@@ -446,7 +451,11 @@ class _Doc2VecInference:
         # One process: 2,000 half documents take ~1 s to infer at the default 100 epochs, less
         # than starting a second process costs (measured).
         process = stack.enter_context(inference_processes(model_path, settings, 1))
-        return cls(model_path, settings, process, process.apply_async(worker_ready))
+        loaded = process.apply_async(worker_ready)
+        # It tokenises the caption halves too (_CaptionHalves.of): a first caption makes it import
+        # nltk now, while this process reads the annotations.
+        process.apply_async(caption_tokens, ("a first caption",))
+        return cls(model_path, settings, process, loaded)
 
     def check_loaded(self) -> None:
         """Raises the error that kept the process from loading the model (waiting for it to try)."""

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse
 
 from tools.lib.bow import count_matrix
+from tools.lib.text import join_captions, tokenize_captions
 
 RECALL_KS = (1, 5, 10)
 # Query rows scored at once: a block of scores is rows x items float64s (8 MB at 1,000 x 1,000).
@@ -53,6 +54,12 @@ def caption_halves(captions_per_image: Sequence[Sequence[Caption]]) -> tuple[lis
     firsts = [list(captions[: len(captions) // 2]) for captions in captions_per_image]
     seconds = [list(captions[len(captions) // 2 :]) for captions in captions_per_image]
     return firsts, seconds
+
+
+def halves_documents(captions_per_image: Sequence[Sequence[str]], workers: int = 1) -> tuple[list, list]:
+    """(first halves, second halves) as the PTB documents Doc2Vec and BoW read (tools/lib/text.py)."""
+    firsts, seconds = caption_halves(tokenize_captions(captions_per_image, workers))
+    return [join_captions(half) for half in firsts], [join_captions(half) for half in seconds]
 
 
 def own_item_ranks(queries: Matrix, items: Matrix) -> np.ndarray:

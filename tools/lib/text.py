@@ -6,20 +6,25 @@ document is the concatenation of its captions' tokens, in annotation-file order.
 """
 
 import contextlib
+import functools
 import hashlib
+import importlib.metadata
 import multiprocessing
 from collections.abc import Sequence
 
-import nltk
-from nltk.tokenize import TreebankWordTokenizer
-
 from tools.lib.progress import Progress
 
-TOKENIZER = f"nltk {nltk.__version__} TreebankWordTokenizer; per caption: strip, final '.', lowercase"
+TOKENIZER = f"nltk {importlib.metadata.version('nltk')} TreebankWordTokenizer; per caption: strip, final '.', lowercase"
 
-# Captions are tokenised one by one: Treebank splits a period off only at the end of its input,
-# so tokenising the joined captions would leave "street." glued inside the document.
-_TOKENIZER = TreebankWordTokenizer()
+
+@functools.cache
+def _treebank():
+    """The tokenizer, nltk imported on first use: importing nltk took 2.6 s here (it loads
+    scipy.stats), which `evaluate` spares its main process by tokenising in its inference one."""
+    from nltk.tokenize import TreebankWordTokenizer
+
+    return TreebankWordTokenizer()
+
 
 # Images per task sent to a tokenising process: large enough that pickling is not the cost.
 _IMAGES_PER_TASK = 2_000
@@ -29,7 +34,9 @@ def caption_tokens(caption: str) -> list[str]:
     text = caption.strip()
     if not text.endswith("."):
         text += "."
-    return [token.lower() for token in _TOKENIZER.tokenize(text)]
+    # Captions are tokenised one by one: Treebank splits a period off only at the end of its
+    # input, so tokenising the joined captions would leave "street." glued inside the document.
+    return [token.lower() for token in _treebank().tokenize(text)]
 
 
 def join_captions(tokenized_captions: Sequence[Sequence[str]]) -> list[str]:
