@@ -44,6 +44,7 @@ from tools.lib.retrieval import (
     caption_halves,
     chance_recall,
     fit_idf,
+    halves_documents,
     halves_recall,
     tfidf_document,
     tfidf_vectors,
@@ -230,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         captions = [captions[index] for index in chosen]
     tokenized = tokenize_captions(captions, args.workers)
     documents = [join_captions(image) for image in tokenized]
-    halves = tuple([join_captions(half) for half in part] for part in caption_halves(tokenized))
+    halves = halves_documents(tokenized)
     tokens = sum(len(words) for words in documents) / len(documents)
     print(f"{len(documents):,} images, {sum(map(len, captions)):,} captions, {tokens:.1f} tokens per document")
 

@@ -54,9 +54,9 @@ from tools.lib.hashing import DEFAULT_BITS, CcaFit, PcaFit
 from tools.lib.pool import read_pool
 from tools.lib.retrieval import (
     caption_halves,
+    caption_halves_documents,
     chance_recall,
     fit_idf,
-    halves_documents,
     halves_recall,
     tfidf_document,
     tfidf_vectors,
@@ -389,11 +389,11 @@ class _CaptionHalves:
         chosen = np.sort(rng.choice(splittable, min(options.caption_images, len(splittable)), replace=False))
         captions = [records[row].captions for row in chosen]
         if doc2vec is None:
-            return cls(captions, functools.partial(halves_documents, captions, options.workers), None)
+            return cls(captions, functools.partial(caption_halves_documents, captions, options.workers), None)
         # The inference process tokenises them, with the nltk it imported while the annotations
         # were read (_Doc2VecInference.started): this process spares the 2.6 s of that import and
         # the second of tokenising (measured).
-        return cls(captions, doc2vec.process.apply_async(halves_documents, (captions,)).get, doc2vec)
+        return cls(captions, doc2vec.process.apply_async(caption_halves_documents, (captions,)).get, doc2vec)
 
     def doc2vec_vectors(self) -> np.ndarray | None:
         """The halves' Doc2Vec vectors, first halves then second halves; None without Doc2Vec."""

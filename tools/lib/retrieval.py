@@ -56,10 +56,15 @@ def caption_halves(captions_per_image: Sequence[Sequence[Caption]]) -> tuple[lis
     return firsts, seconds
 
 
-def halves_documents(captions_per_image: Sequence[Sequence[str]], workers: int = 1) -> tuple[list, list]:
-    """(first halves, second halves) as the PTB documents Doc2Vec and BoW read (tools/lib/text.py)."""
-    firsts, seconds = caption_halves(tokenize_captions(captions_per_image, workers))
+def halves_documents(tokenized_per_image: Sequence[Sequence[list[str]]]) -> tuple[list, list]:
+    """(first halves, second halves) as documents, from each image's tokenised captions."""
+    firsts, seconds = caption_halves(tokenized_per_image)
     return [join_captions(half) for half in firsts], [join_captions(half) for half in seconds]
+
+
+def caption_halves_documents(captions_per_image: Sequence[Sequence[str]], workers: int = 1) -> tuple[list, list]:
+    """(first halves, second halves) as the PTB documents Doc2Vec and BoW read (tools/lib/text.py)."""
+    return halves_documents(tokenize_captions(captions_per_image, workers))
 
 
 def own_item_ranks(queries: Matrix, items: Matrix) -> np.ndarray:
