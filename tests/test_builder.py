@@ -695,6 +695,21 @@ def test_streamed_examples_are_yielded_as_their_arrow_rows(sample_dir, sidecar, 
     assert labeled > 40
 
 
+def test_a_mapped_stream_gives_the_rows_of_the_stream_as_built(sample_dir, tmp_path):
+    """The README's advice for datasets 3.6: through `.map(features=...)` each example dict is
+    decoded directly instead of as a one-row Arrow table, and the rows, in both forms the builder
+    yields (Arrow rows under 3.x), stay the same: decoded images, and raw bytes when the image
+    column is cast first."""
+    built = stream(tmp_path, data_dir=str(sample_dir))
+
+    def comparable(row):
+        return {**row, "image": (row["image"].mode, row["image"].size, row["image"].tobytes())}
+
+    assert [comparable(row) for row in built.map(features=built.features)] == [comparable(row) for row in built]
+    raw = built.cast_column("image", datasets.Image(decode=False))
+    assert list(raw.map(features=raw.features)) == list(raw)
+
+
 def reading_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name.startswith("coco-unified-read")]
 
