@@ -25,7 +25,7 @@ if not __package__:  # run by path: `python benchmarks/bench_doc2vec.py`
 import numpy as np
 
 from tools import cli
-from tools.lib.doc2vec_inference import InferenceSettings, default_workers, infer_all, infer_document
+from tools.lib.doc2vec_inference import InferenceSettings, default_workers, infer_document, infer_in_new_processes
 from tools.lib.doc2vec_model import TrainingSettings, train_model
 from tools.lib.doc2vec_presets import DEFAULT_PRESET, INFER_MIN_ALPHA, PRESETS
 from tools.lib.pool import read_pool
@@ -70,7 +70,7 @@ def all_cores_rate(
 ) -> float:
     per_task = max(1, len(documents) // (workers * TASKS_PER_WORKER))
     _, seconds = timed(
-        lambda: infer_all(model_path, documents, settings, workers, f"{settings.epochs} epochs", per_task)
+        lambda: infer_in_new_processes(model_path, documents, settings, workers, f"{settings.epochs} epochs", per_task)
     )
     return len(documents) / (seconds - start_up)
 
@@ -79,7 +79,9 @@ def measure_start_up(model_path: str, documents: Sequence[list[str]], workers: i
     """Seconds to start `workers` processes and load the model, with next to no inference."""
     single_epoch = InferenceSettings(epochs=1, alpha=DEFAULT.infer_alpha, min_alpha=INFER_MIN_ALPHA, seed=0)
     _, seconds = timed(
-        lambda: infer_all(model_path, documents[:workers], single_epoch, workers, "start-up", documents_per_task=1)
+        lambda: infer_in_new_processes(
+            model_path, documents[:workers], single_epoch, workers, "start-up", documents_per_task=1
+        )
     )
     return seconds
 

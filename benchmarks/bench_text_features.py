@@ -37,7 +37,7 @@ from gensim.models.doc2vec import Doc2Vec, TaggedDocument
 from coco_unified import REAL_COUNTS
 from tools import cli
 from tools.lib.bow import DEFAULT_VOCABULARY_SIZE, BowOptions, bow_matrix, fit_vocabulary
-from tools.lib.doc2vec_inference import InferenceSettings, infer_all, infer_document
+from tools.lib.doc2vec_inference import InferenceSettings, infer_document, infer_in_new_processes
 from tools.lib.doc2vec_presets import INFER_MIN_ALPHA, PRESETS, Doc2VecPreset
 from tools.lib.retrieval import (
     RECALL_KS,
@@ -120,7 +120,7 @@ def doc2vec_row(
     model.save(model_path)
     settings = InferenceSettings(preset.infer_epochs, preset.infer_alpha, INFER_MIN_ALPHA, seed)
     firsts, seconds = halves
-    vectors, infer_s = timed(lambda: infer_all(model_path, firsts + seconds, settings, workers, name))
+    vectors, infer_s = timed(lambda: infer_in_new_processes(model_path, firsts + seconds, settings, workers, name))
     # In this process, so that no worker start-up is counted: the rate of one core.
     timed_documents = documents[:TIMED_DOCUMENTS]
     _, whole_s = timed(lambda: [infer_document(model, words, settings) for words in timed_documents])

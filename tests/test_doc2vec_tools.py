@@ -23,7 +23,7 @@ import coco_unified
 from coco_unified import DOC2VEC_DIM, CocoError, CocoUnified, read_doc2vec_sidecar, write_doc2vec_sidecar
 from tools.fakes.jhlau_fixture import write_jhlau_model_dir
 from tools.lib.doc2vec_build import BuildOptions, build_sidecar
-from tools.lib.doc2vec_inference import InferenceSettings, infer_all, inference_processes
+from tools.lib.doc2vec_inference import InferenceSettings, infer_all, infer_in_new_processes, inference_processes
 from tools.lib.doc2vec_model import file_sha256, model_path_beside, weights_sha256
 from tools.lib.doc2vec_presets import DEFAULT_PRESET, INFER_MIN_ALPHA, PRESETS
 from tools.lib.pool import read_pool
@@ -155,7 +155,7 @@ def test_per_caption_vectors(sample_dir, trained, trained_model, records, image_
     assert [len(rows) for rows in per_caption] == [len(record.captions) for record in records]
     # Any caption, inferred alone in a fresh process, gets the bits the sidecar holds.
     record = records[-1]
-    alone = infer_all(str(trained_model), [caption_tokens(record.captions[-1])], INFERENCE_SETTINGS, workers=1)
+    alone = infer_in_new_processes(str(trained_model), [caption_tokens(record.captions[-1])], INFERENCE_SETTINGS, 1)
     assert np.array_equal(np.asarray(per_caption[-1][-1], dtype=np.float32), alone[0])
     assert provenance_of(output)["inference"]["per_caption"] is True
 
@@ -163,10 +163,10 @@ def test_per_caption_vectors(sample_dir, trained, trained_model, records, image_
 def test_processes_started_ahead_infer_the_bits_of_fresh_ones(trained_model, records):
     documents = [document_of(record) for record in records[:3]]
     with inference_processes(str(trained_model), INFERENCE_SETTINGS, 1) as processes:
-        ahead = infer_all(str(trained_model), documents, INFERENCE_SETTINGS, 1, processes=processes)
+        ahead = infer_all(processes, documents)
         # The same processes serve another call: they stay up as long as the caller's block.
-        again = infer_all(str(trained_model), documents[::-1], INFERENCE_SETTINGS, 1, processes=processes)
-    fresh = infer_all(str(trained_model), documents, INFERENCE_SETTINGS, workers=1)
+        again = infer_all(processes, documents[::-1])
+    fresh = infer_in_new_processes(str(trained_model), documents, INFERENCE_SETTINGS, 1)
     assert np.array_equal(ahead, fresh) and np.array_equal(again, fresh[::-1])
 
 
@@ -261,7 +261,7 @@ def test_an_interrupted_run_resumes_from_its_last_finished_chunk(
     # fresh process infers for them.
     settings = InferenceSettings(epochs=1000, alpha=0.1, min_alpha=INFER_MIN_ALPHA, seed=7)
     first, last = records[0], records[-1]
-    fresh = infer_all(str(trained_model), [document_of(first), document_of(last)], settings, workers=1)
+    fresh = infer_in_new_processes(str(trained_model), [document_of(first), document_of(last)], settings, 1)
     vectors = vectors_of(output, image_ids)
     assert np.array_equal(vectors[[0, -1]], fresh)
 
@@ -296,7 +296,7 @@ def test_a_model_the_inference_processes_cannot_load_is_named(tmp_path):
     broken = tmp_path / "broken.model"
     broken.write_bytes(b"not a pickle at all")
     with pytest.raises(CocoError, match=rf"{broken}: not a readable gensim 4 Doc2Vec model"):
-        infer_all(str(broken), [["a", "dog", "."]], INFERENCE_SETTINGS, workers=1)
+        infer_in_new_processes(str(broken), [["a", "dog", "."]], INFERENCE_SETTINGS, 1)
 
 
 def test_model_of_another_vector_size_is_refused(sample_dir, tmp_path):

@@ -32,7 +32,7 @@ from coco_unified import (
     write_doc2vec_sidecar,
 )
 from tools.lib.doc2vec_chunks import ChunkStore
-from tools.lib.doc2vec_inference import MAX_SEED, InferenceSettings, default_workers, infer_tasks
+from tools.lib.doc2vec_inference import MAX_SEED, InferenceSettings, default_workers, infer_tasks, inference_processes
 from tools.lib.doc2vec_model import (
     ModelInfo,
     TrainingSettings,
@@ -226,10 +226,11 @@ def infer_chunks(
         )
     tasks = [(chunk.chunk_id, chunk.documents) for chunk in pending]
     total_documents = done_documents + sum(len(chunk.documents) for chunk in pending)
-    for chunk_id, vectors in infer_tasks(
-        model.path, tasks, settings, workers, "inference", done_documents, total_documents
-    ):
-        store.save(chunk_id, vectors)
+    if not tasks:
+        return
+    with inference_processes(model.path, settings, min(workers, len(tasks))) as processes:
+        for chunk_id, vectors in infer_tasks(processes, tasks, "inference", done_documents, total_documents):
+            store.save(chunk_id, vectors)
 
 
 def assemble(

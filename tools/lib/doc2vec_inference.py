@@ -120,45 +120,43 @@ def inference_processes(model_path: str, settings: InferenceSettings, workers: i
 
 
 def infer_tasks(
-    model_path: str,
+    processes: Pool,
     tasks: Sequence[Task],
-    settings: InferenceSettings,
-    workers: int,
     description: str = "inference",
     done_documents: int = 0,
     total_documents: int = 0,
-    processes: Pool | None = None,
 ) -> Iterator[tuple[Hashable, np.ndarray]]:
     """(key, float32 vectors of the task's documents) for every task, in order of completion.
 
-    `workers` fresh processes load the saved model at `model_path`, unless `processes` (of
-    `inference_processes` with the same model and settings) are given; a progress bar counts
-    documents, starting at `done_documents` of `total_documents` when a run is resumed.
+    `processes` come from `inference_processes`; a progress bar counts documents, starting at
+    `done_documents` of `total_documents` when a run is resumed.
     """
     pending_documents = sum(len(documents) for _, documents in tasks)
     total = max(total_documents, done_documents + pending_documents)
     with Progress(total=total, initial=done_documents, desc=description, unit="doc", smoothing=0.05) as progress:
-        if not tasks:
-            return
-        with contextlib.ExitStack() as stack:
-            if processes is None:
-                processes = stack.enter_context(inference_processes(model_path, settings, min(workers, len(tasks))))
-            for key, vectors in processes.imap_unordered(_infer_task, tasks):
-                progress.update(len(vectors))
-                yield key, vectors
+        for key, vectors in processes.imap_unordered(_infer_task, tasks):
+            progress.update(len(vectors))
+            yield key, vectors
 
 
 def infer_all(
+    processes: Pool, documents: Sequence[Document], description: str = "inference", documents_per_task: int = 256
+) -> np.ndarray:
+    """Vectors of `documents`, in their order, inferred by `processes` (of `inference_processes`)."""
+    starts = range(0, len(documents), documents_per_task)
+    tasks = [(start, documents[start : start + documents_per_task]) for start in starts]
+    vectors = dict(infer_tasks(processes, tasks, description))
+    return np.concatenate([vectors[start] for start in starts])
+
+
+def infer_in_new_processes(
     model_path: str,
     documents: Sequence[Document],
     settings: InferenceSettings,
     workers: int,
     description: str = "inference",
     documents_per_task: int = 256,
-    processes: Pool | None = None,
 ) -> np.ndarray:
-    """Vectors of `documents`, in their order (`processes`: as for `infer_tasks`)."""
-    starts = range(0, len(documents), documents_per_task)
-    tasks = [(start, documents[start : start + documents_per_task]) for start in starts]
-    vectors = dict(infer_tasks(model_path, tasks, settings, workers, description, processes=processes))
-    return np.concatenate([vectors[start] for start in starts])
+    """`infer_all` in `workers` processes started for these documents alone (their start-up included)."""
+    with inference_processes(model_path, settings, workers) as processes:
+        return infer_all(processes, documents, description, documents_per_task)

@@ -424,11 +424,9 @@ class _CaptionHalves:
 
 @dataclasses.dataclass(frozen=True)
 class _Doc2VecInference:
-    """The model and settings the Doc2Vec sidecar was built with, and the process that infers
-    with them (tools/lib/doc2vec_inference.py)."""
+    """The process that infers with the model and settings the Doc2Vec sidecar was built with
+    (tools/lib/doc2vec_inference.py)."""
 
-    model_path: str
-    settings: InferenceSettings
     process: Pool
     loaded: AsyncResult  # the process has loaded the model, or why it could not (check_loaded)
 
@@ -455,14 +453,14 @@ class _Doc2VecInference:
         # It tokenises the caption halves too (_CaptionHalves.of): a first caption makes it import
         # nltk now, while this process reads the annotations.
         process.apply_async(caption_tokens, ("a first caption",))
-        return cls(model_path, settings, process, loaded)
+        return cls(process, loaded)
 
     def check_loaded(self) -> None:
         """Raises the error that kept the process from loading the model (waiting for it to try)."""
         self.loaded.get()
 
     def vectors(self, documents: Sequence[list[str]]) -> np.ndarray:
-        return infer_all(self.model_path, documents, self.settings, 1, "caption halves", processes=self.process)
+        return infer_all(self.process, documents, "caption halves")
 
 
 # ----------------------------------------------------------------------------- reports
