@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import threading
+import time
 import zipfile
 
 import datasets
@@ -708,6 +709,30 @@ def test_a_mapped_stream_gives_the_rows_of_the_stream_as_built(sample_dir, tmp_p
     assert [comparable(row) for row in built.map(features=built.features)] == [comparable(row) for row in built]
     raw = built.cast_column("image", datasets.Image(decode=False))
     assert list(raw.map(features=raw.features)) == list(raw)
+
+
+def test_images_are_read_no_further_ahead_than_asked(tmp_path):
+    """An extracted image is a batch of its own: while the first is yielded, `batches_ahead` more
+    may be read, and a file rewritten then is read as rewritten from the one after them on."""
+    folder = tmp_path / "train2017"
+    folder.mkdir()
+    source = coco_unified.Source("train2017", str(folder), str(folder), zipped=False)
+    paths = [folder / f"{number:012d}.jpg" for number in range(8)]
+    before, after = b"\xff\xd8 before \xff\xd9", b"\xff\xd8 after \xff\xd9"
+    for path in paths:
+        path.write_bytes(before)
+    entries = [coco_unified.ImageEntry(source, None, str(path)) for path in paths]
+    batches_ahead = 2
+    contents = coco_unified.read_images_ahead(entries, {}, batches_ahead)
+    try:
+        assert next(contents) == before
+        time.sleep(0.5)  # the reading thread's time to run as far ahead as it may
+        for path in paths:
+            path.write_bytes(after)
+        rest = list(contents)
+    finally:
+        contents.close()
+    assert rest == [before] * batches_ahead + [after] * (len(paths) - 1 - batches_ahead)
 
 
 def reading_threads() -> list[threading.Thread]:
