@@ -42,10 +42,15 @@ IMAGE_ZIPS = ("train2017.zip", "val2017.zip")
 REAL_SIZE_SCALE = 0.026
 REAL_SIZE = RealSizeImages(640, 427, 90)
 LOADER_WORKERS = 2
-# The streams measured: under datasets 3.6 as built, and through `.map(features=...)`, where 3.6
-# decodes each example dict as datasets >= 4 always does instead of making it a one-row Arrow
-# table (README, Streaming); then under the newest datasets (--newest-python) as built.
-STREAMS = ("datasets 3.6", "datasets 3.6, through .map(features=...)", "newest datasets")
+# The streams measured, as (name, under the newest datasets (--newest-python), mapped): under
+# datasets 3.6 as built, and through `.map(features=...)`, where 3.6 decodes each example dict as
+# datasets >= 4 always does instead of making it a one-row Arrow table (README, Streaming); then
+# under the newest datasets as built.
+STREAMS = (
+    ("datasets 3.6", False, False),
+    ("datasets 3.6, through .map(features=...)", False, True),
+    ("newest datasets", True, False),
+)
 
 # Goals of issue 12: each figure over its limit measured in the same run.
 STREAM_GOAL = 0.8
@@ -195,10 +200,10 @@ def measure(data_dir: Path, scratch: Path, newest_python: str | None) -> dict:
     logger.info("decoding them with PIL in %d processes side by side", LOADER_WORKERS)
     figures["decode, loader workers"] = run(DECODE, zips=zips, processes=LOADER_WORKERS)
     with serve_mirror(data_dir, layout="coco") as mirror:
-        streams = {STREAMS[0]: (sys.executable, False), STREAMS[1]: (sys.executable, True)}
-        if newest_python:
-            streams[STREAMS[2]] = (newest_python, False)
-        for version, (python, mapped) in streams.items():
+        for version, newest, mapped in STREAMS:
+            if newest and not newest_python:
+                continue
+            python = newest_python if newest else sys.executable
             logger.info("streaming from %s under %s", mirror.base_url, version)
             figures[f"stream, {version}"] = run(
                 STREAM, python=python, base_url=mirror.base_url, size=size, mapped=mapped
@@ -229,7 +234,7 @@ def table_rows(figures: dict) -> list[tuple[str, str, str, str]]:
             f"{decode_side_by_side / decode:.2f}x",
         )
     ]
-    for version in STREAMS:
+    for version, _, _ in STREAMS:
         if f"stream, {version}" not in figures:
             continue
         stream = figures[f"stream, {version}"]["images_per_second"]
