@@ -696,6 +696,34 @@ def test_streamed_examples_are_yielded_as_their_arrow_rows(sample_dir, sidecar, 
     assert labeled > 40
 
 
+def test_a_stream_builds_its_arrow_schema_once(sample_dir, tmp_path, monkeypatch):
+    """datasets 3.6 asks the features for their Arrow schema with every streamed row: the pool's
+    features build it once (0.24 ms of a small-image row, benchmarks/bench_loading.py), then again
+    only when a column changes; transforms keep that class."""
+    built, build = [], datasets.Features.arrow_schema.fget
+
+    def counted(features):
+        built.append(dict(features))
+        return build(features)
+
+    monkeypatch.setattr(datasets.Features, "arrow_schema", property(counted))
+    dataset = stream(tmp_path, data_dir=str(sample_dir))
+    assert len(list(itertools.islice(dataset, 50))) == 50
+    assert len(built) <= 1
+    features = dataset.features
+    assert features.arrow_schema is features.arrow_schema
+    monkeypatch.undo()
+    assert features.arrow_schema.equals(datasets.Features(dict(features)).arrow_schema, check_metadata=True)
+    for transformed in (dataset.shuffle(seed=0), split_dataset_by_node(dataset, rank=0, world_size=2)):
+        assert isinstance(transformed.features, coco_unified.MemoizedSchemaFeatures)
+    cast = dataset.cast_column("multi_hot", datasets.Sequence(datasets.Value("float32"), length=80))
+    assert isinstance(cast.features, coco_unified.MemoizedSchemaFeatures)
+    assert cast.features.arrow_schema.field("multi_hot").type == pa.list_(pa.float32(), 80)
+    assert next(iter(cast))["multi_hot"] == [float(value) for value in next(iter(dataset))["multi_hot"]]
+    features["multi_hot"] = datasets.Sequence(datasets.Value("float32"), length=80)  # in place
+    assert features.arrow_schema.field("multi_hot").type == pa.list_(pa.float32(), 80)
+
+
 def test_a_mapped_stream_gives_the_rows_of_the_stream_as_built(sample_dir, tmp_path):
     """The README's advice for datasets 3.6: through `.map(features=...)` each example dict is
     decoded directly instead of as a one-row Arrow table, and the rows, in both forms the builder
