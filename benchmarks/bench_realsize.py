@@ -9,7 +9,8 @@ writes the 3,205 images used here, and is run into a temporary folder when --dat
 - streaming decoded images/s from a loopback mirror, one process, under datasets 3.6 (this
   interpreter; as built, and through `.map(features=...)`) and under the newest datasets
   (--newest-python), against that limit;
-- a PyTorch DataLoader with 2 workers over the stream, against the one-process rate (goal 1.5x)
+- a PyTorch DataLoader with 2 workers over the stream, batches of 32, Pillow keeping 32 freed
+  image blocks (PILLOW_BLOCKS_MAX, README Streaming), against the one-process rate (goal 1.5x)
   and against its bound: 2 cores spending one process's CPU time per image;
 - `default` preparation (doc2vec=False), MB of image zips per second, against plain `zipfile`
   extraction (inflate + write) of the same zips; peak RSS of each.
@@ -42,6 +43,7 @@ IMAGE_ZIPS = ("train2017.zip", "val2017.zip")
 REAL_SIZE_SCALE = 0.026
 REAL_SIZE = RealSizeImages(640, 427, 90)
 LOADER_WORKERS = 2
+LOADER_BATCH_SIZE = 32
 # The streams measured, as (name, under the newest datasets (--newest-python), mapped): under
 # datasets 3.6 as built, and through `.map(features=...)`, where 3.6 decodes each example dict as
 # datasets >= 4 always does instead of making it a one-row Arrow table (README, Streaming); then
@@ -111,8 +113,11 @@ report(
 # Rows/s after the first batch of every worker, as the one-process rate is after its first row: a
 # worker's start (imports, annotations unpickled, first requests) overlaps the other's streaming
 # and took ~2 s of a ~7 s run here. CPU is that window's, the workers' read from /proc when it opens.
+# Pillow keeps a batch's image memory for the next batch, as the README advises (Streaming):
+# otherwise each batch's images, freed together, went back to the OS and came back as page faults.
 LOADER = """
 import os
+os.environ["PILLOW_BLOCKS_MAX"] = str(params["batch_size"])  # read when PIL is first imported
 import torch.utils.data
 from coco_unified import CocoUnified
 
@@ -137,7 +142,7 @@ dataset = CocoUnified(config_name="default", base_url=params["base_url"], doc2ve
 if params["mapped"]:
     dataset = dataset.map(features=dataset.features)
 loader = torch.utils.data.DataLoader(
-    dataset, batch_size=32, num_workers=params["workers"], collate_fn=CountDecoded(params["size"])
+    dataset, batch_size=params["batch_size"], num_workers=params["workers"], collate_fn=CountDecoded(params["size"])
 )
 rows, batches, first = 0, 0, None
 for count in loader:
@@ -210,7 +215,13 @@ def measure(data_dir: Path, scratch: Path, newest_python: str | None) -> dict:
             )
             logger.info("streaming through a DataLoader with %d workers under %s", LOADER_WORKERS, version)
             figures[f"loader, {version}"] = run(
-                LOADER, python=python, base_url=mirror.base_url, size=size, workers=LOADER_WORKERS, mapped=mapped
+                LOADER,
+                python=python,
+                base_url=mirror.base_url,
+                size=size,
+                workers=LOADER_WORKERS,
+                batch_size=LOADER_BATCH_SIZE,
+                mapped=mapped,
             )
     logger.info("preparing default")
     figures["prepare"] = run(PREPARE, data_dir=str(data_dir), cache_dir=str(scratch / "cache"), zip_bytes=zip_bytes)
@@ -255,7 +266,7 @@ def table_rows(figures: dict) -> list[tuple[str, str, str, str]]:
                 f"{stream_cpu / decode_cpu:.2f}x",
             ),
             (
-                f"  DataLoader, {LOADER_WORKERS} workers, {version}",
+                f"  DataLoader, {LOADER_WORKERS} workers, PILLOW_BLOCKS_MAX={LOADER_BATCH_SIZE}, {version}",
                 f"{loader:.0f} img/s",
                 f"one process streaming: {stream:.0f}/s",
                 f"{loader / stream:.2f}x (goal >= {LOADER_GOAL})",
