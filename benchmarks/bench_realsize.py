@@ -142,7 +142,10 @@ dataset = CocoUnified(config_name="default", base_url=params["base_url"], doc2ve
 if params["mapped"]:
     dataset = dataset.map(features=dataset.features)
 loader = torch.utils.data.DataLoader(
-    dataset, batch_size=params["batch_size"], num_workers=params["workers"], collate_fn=CountDecoded(params["size"])
+    dataset,
+    batch_size=params["batch_size"],
+    num_workers=params["workers"],
+    collate_fn=CountDecoded(params["size"]),
 )
 rows, batches, first = 0, 0, None
 for count in loader:
