@@ -1059,6 +1059,8 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         arrow_rows = streaming and STREAMS_THROUGH_ARROW_ROWS
         to_arrow_row = arrow_row_converters(self.info.features.type) if arrow_rows else {}
         batches_ahead = STREAM_READ_AHEAD_BATCHES if streaming else PREPARE_READ_AHEAD_BATCHES
+        if any(shard.images is not None for shard in shards):
+            check_no_shadowing_files(record.file_name for shard in shards for record in shard.records)
         for shard in shards:
             contents = None
             if shard.images is not None:
@@ -1307,6 +1309,10 @@ class AnnotationError(CocoError):
 
 class SidecarError(CocoError):
     """A sidecar (Doc2Vec, image features, ...) that is missing, unreadable or built for other data."""
+
+
+class ShadowedImageError(CocoError):
+    """A file in the current directory named like a pool image, which datasets would take for that image."""
 
 
 def number_of(number: int, noun: str, plural: str | None = None) -> str:
@@ -2326,6 +2332,31 @@ def read_image(entry: ImageEntry, readers: dict[str, ByteRangeReader], run_ends:
     if reader is None:
         reader = readers[location] = entry.source.reader()
     return bytes(read_member(reader, entry.member, run_ends.get(location, entry.member.end)))
+
+
+def check_no_shadowing_files(file_names: Iterable[str]) -> None:
+    """No file of the current directory may bear a pool image's name.
+
+    An image is yielded as `{"bytes": ..., "path": file name}`, and `datasets.Image` keeps only the
+    path when it names an existing file (relative to the current directory) and drops the bytes: a
+    prepared dataset would then hold a path instead of that image, and a stream would decode the
+    local file in its place, both without a word.
+    """
+    try:
+        here = {entry.name for entry in os.scandir() if entry.is_file()}
+    except OSError:  # a folder that cannot be listed may still hold the files
+        here = None
+
+    def is_file_here(name: str) -> bool:
+        return os.path.isfile(name) if here is None or os.path.dirname(name) else name in here
+
+    shadowed = [name for name in file_names if is_file_here(name)]
+    if shadowed:
+        raise ShadowedImageError(
+            f"{os.getcwd()}: holds {number_of(len(shadowed), 'file')} named like pool images (e.g. {shadowed[0]}); "
+            "datasets would store or decode such a file in place of the COCO image of that name. Run from a "
+            "folder without them, or move them away."
+        )
 
 
 def check_image_bytes(content: bytes, path: str) -> None:

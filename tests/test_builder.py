@@ -28,6 +28,7 @@ from coco_unified import (
     ConfigError,
     MissingPartError,
     ServerUnreachableError,
+    ShadowedImageError,
     SidecarError,
 )
 
@@ -150,6 +151,20 @@ def test_relative_paths_mean_the_current_folder(sample_dir, sidecar, oracle, tmp
     first, second = datasets_built
     assert first.cache_files[0]["filename"] != second.cache_files[0]["filename"]
     assert len(first) == len(second) == len(oracle)
+
+
+@pytest.mark.parametrize("load", [prepare, stream])
+def test_a_file_here_named_like_a_pool_image_is_refused(load, sample_dir, oracle, tmp_path, monkeypatch):
+    # datasets.Image keeps the path of an existing file instead of the bytes: this file would be
+    # stored, or decoded, in place of the image of its name.
+    monkeypatch.chdir(tmp_path)
+    name = oracle[max(oracle)]["file_name"]
+    (tmp_path / name).write_bytes(b"not that image")
+    pattern = (
+        rf"^{re.escape(str(tmp_path))}: holds 1 file named like pool images \(e\.g\. {name}\);.* Run from a folder"
+    )
+    with raises_coco_error(ShadowedImageError, pattern):
+        list(load(tmp_path, data_dir=str(sample_dir)))  # a stream checks each shard as it starts it
 
 
 def test_num_proc_gives_the_same_dataset(sample_dir, tmp_path):
@@ -602,7 +617,15 @@ def test_karpathy_id_lists_missing_beside_the_script_are_named(sample_dir, tmp_p
 
 
 def test_error_kinds_are_distinct_value_errors():
-    kinds = [ConfigError, MissingPartError, ServerUnreachableError, ArchiveError, AnnotationError, SidecarError]
+    kinds = [
+        ConfigError,
+        MissingPartError,
+        ServerUnreachableError,
+        ArchiveError,
+        AnnotationError,
+        SidecarError,
+        ShadowedImageError,
+    ]
     assert all(issubclass(kind, CocoError) and issubclass(kind, ValueError) for kind in kinds)
     assert not any(issubclass(a, b) for a in kinds for b in kinds if a is not b)
 
