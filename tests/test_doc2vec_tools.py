@@ -6,11 +6,13 @@ The command line over it (`coco-unified doc2vec`) is tested in test_cli.py.
 """
 
 import json
+import multiprocessing
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -168,6 +170,28 @@ def test_processes_started_ahead_infer_the_bits_of_fresh_ones(trained_model, rec
         again = infer_all(processes, documents[::-1])
     fresh = infer_in_new_processes(str(trained_model), documents, INFERENCE_SETTINGS, 1)
     assert np.array_equal(ahead, fresh) and np.array_equal(again, fresh[::-1])
+
+
+def test_fresh_processes_are_no_more_than_the_tasks(trained_model, records):
+    # Three documents make one task: of the three processes asked for, one is started.
+    counts, stop = [], threading.Event()
+
+    def watch_children():
+        while not stop.is_set():
+            counts.append(len(multiprocessing.active_children()))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch_children)
+    watcher.start()
+    try:
+        vectors = infer_in_new_processes(
+            str(trained_model), [document_of(record) for record in records[:3]], INFERENCE_SETTINGS, 3
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert vectors.shape == (3, DOC2VEC_DIM)
+    assert max(counts) == 1, counts
 
 
 def test_annotations_from_a_mirror_give_the_same_vectors(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import multiprocessing
 import os
 from collections.abc import Hashable, Iterator, Sequence
@@ -157,6 +158,8 @@ def infer_in_new_processes(
     description: str = "inference",
     documents_per_task: int = 256,
 ) -> np.ndarray:
-    """`infer_all` in `workers` processes started for these documents alone (their start-up included)."""
-    with inference_processes(model_path, settings, workers) as processes:
+    """`infer_all` in `workers` processes started for these documents alone (their start-up included),
+    or fewer when the documents make fewer tasks: each process loads the model."""
+    tasks = max(1, math.ceil(len(documents) / documents_per_task))
+    with inference_processes(model_path, settings, min(workers, tasks)) as processes:
         return infer_all(processes, documents, description, documents_per_task)
