@@ -304,10 +304,15 @@ TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 # datasets 3.x (the last to run loading scripts) streams each example as a one-row Arrow table,
 # cast to the features unless its schema already is theirs; a cast serialises the features, the
 # 80 class names included, twice: ~2 ms a row (measured, benchmarks/bench_realsize.py). Streamed
-# examples are therefore yielded as their Arrow rows there (arrow_row_converters). datasets 5.2
+# examples are therefore yielded as their Arrow rows there (streamed_row_converters). datasets 5.2
 # encodes each example dict instead, where Arrow scalars cost more than lists (360 us a row
 # instead of 80, measured). Either form gives the same rows under any version.
 STREAMS_THROUGH_ARROW_ROWS = int(datasets.__version__.split(".")[0]) < 4
+# pyarrow 26 turns an Arrow list scalar into a table element by element (~1.1 us each: 5 ms for a
+# row with a 4096-d feature), while the cast of a one-row table costs ~0.15-0.25 ms whatever its
+# widths, the features' schema built once (measured). The two cost the same near 250 fixed-size
+# list elements a row: a wider row (multi_hot's 80 and doc2vec's 300 are) is yielded plain and cast.
+ARROW_ROW_LIST_ELEMENTS_MAX = 250
 
 # ============================================================================= protocols
 #
@@ -846,17 +851,24 @@ def pool_features() -> dict[str, datasets.features.FeatureType]:
     }
 
 
-def arrow_row_converters(row_type: pa.StructType) -> dict[str, Callable]:
-    """Column -> what turns its Python value into one pyarrow types as the features do: numpy
-    int32 for int32 numbers (pyarrow infers int64 from an int), an Arrow scalar for fixed-size
-    lists (pyarrow infers a variable-size list from a list or an array)."""
-    converters: dict[str, Callable] = {}
-    for field in row_type:
-        if field.type == pa.int32():
-            converters[field.name] = np.int32
-        elif pa.types.is_fixed_size_list(field.type):
-            converters[field.name] = functools.partial(pa.scalar, type=field.type)
-    return converters
+def streamed_row_converters(row_type: pa.StructType, vector_columns: Sequence[str]) -> dict[str, Callable]:
+    """Column -> what turns its value into the form a stream yields it in.
+
+    Under datasets 3.x, a row with at most ARROW_ROW_LIST_ELEMENTS_MAX fixed-size list elements is
+    yielded as its Arrow row: numpy int32 for int32 numbers (pyarrow infers int64 from an int), an
+    Arrow scalar for each fixed-size list (pyarrow infers a variable-size list from a list or an
+    array). Otherwise the vectors (numpy rows) become lists of Python floats, as in a prepared row:
+    from an array, datasets' encoding of an example dict would yield numpy floats.
+    """
+    fixed_size_lists = [field for field in row_type if pa.types.is_fixed_size_list(field.type)]
+    if (
+        STREAMS_THROUGH_ARROW_ROWS
+        and sum(field.type.list_size for field in fixed_size_lists) <= ARROW_ROW_LIST_ELEMENTS_MAX
+    ):
+        converters: dict[str, Callable] = {field.name: np.int32 for field in row_type if field.type == pa.int32()}
+        converters.update({field.name: functools.partial(pa.scalar, type=field.type) for field in fixed_size_lists})
+        return converters
+    return {name: np.ndarray.tolist for name in vector_columns}
 
 
 class MemoizedSchemaFeatures(datasets.Features):
@@ -1054,10 +1066,10 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         ]
 
     def _generate_examples(self, shards: list[Shard], streaming: bool = False):
-        # Columns in the features' order, the image struct's fields in Arrow's: with Arrow rows
-        # (see STREAMS_THROUGH_ARROW_ROWS) the values pyarrow would type otherwise are converted.
-        arrow_rows = streaming and STREAMS_THROUGH_ARROW_ROWS
-        to_arrow_row = arrow_row_converters(self.info.features.type) if arrow_rows else {}
+        # Columns in the features' order, the image struct's fields in Arrow's: a stream may yield
+        # Arrow rows (see STREAMS_THROUGH_ARROW_ROWS).
+        vector_columns = [column.name for column in self._sidecar_columns]
+        to_streamed = streamed_row_converters(self.info.features.type, vector_columns) if streaming else {}
         batches_ahead = STREAM_READ_AHEAD_BATCHES if streaming else PREPARE_READ_AHEAD_BATCHES
         if any(shard.images is not None for shard in shards):
             check_no_shadowing_files(record.file_name for shard in shards for record in shard.records)
@@ -1085,7 +1097,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                     )
                     for name, vectors in shard.vectors.items():
                         example[name] = vectors[row]
-                    for name, convert in to_arrow_row.items():
+                    for name, convert in to_streamed.items():
                         example[name] = convert(example[name])
                     yield record.image_id, example
             finally:
@@ -2553,6 +2565,8 @@ def _caption_column(per_image: list[np.ndarray], name: str, path: str) -> pa.Arr
 def _check_matrix(matrix: np.ndarray, rows: int, dim: int, name: str, path: str, remedy: str) -> None:
     if matrix.shape != (rows, dim):
         raise SidecarError(f"{path}: {name} has shape {matrix.shape}, expected ({rows}, {dim}); {remedy}.")
+    if dim < 1:
+        raise SidecarError(f"{path}: {name} has no value in a row (shape {matrix.shape}); {remedy}.")
     if not np.isfinite(matrix).all():
         raise SidecarError(f"{path}: {name} holds NaN or infinite values; {remedy}.")
 

@@ -705,10 +705,10 @@ def test_labeled_config_does_not_report_unlabeled_images_as_unlisted(sample_dir,
 
 
 @pytest.mark.skipif(not coco_unified.STREAMS_THROUGH_ARROW_ROWS, reason="this datasets encodes example dicts")
-def test_streamed_examples_are_yielded_as_their_arrow_rows(sample_dir, sidecar, tmp_path):
+def test_narrow_streamed_examples_are_yielded_as_their_arrow_rows(sample_dir, tmp_path):
     """datasets 3.6 streams each example as a one-row Arrow table, cast to the features unless it
     already has their schema: the cast costs ~2 ms a row (benchmarks/bench_realsize.py)."""
-    builder = make_builder(tmp_path, data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(sidecar))
+    builder = make_builder(tmp_path, data_dir=str(sample_dir))  # multi_hot's 80 elements: narrow
     dataset = builder.as_streaming_dataset("train")
     schema = builder.info.features.arrow_schema
     labeled = 0
@@ -717,6 +717,36 @@ def test_streamed_examples_are_yielded_as_their_arrow_rows(sample_dir, sidecar, 
             assert pa.Table.from_pylist([example]).schema == schema
             labeled += 1
     assert labeled > 40
+
+
+def test_wide_streamed_examples_hold_no_arrow_scalars(sample_dir, sidecar, tmp_path):
+    """pyarrow converts an Arrow list scalar element by element: a row with doc2vec's 300 elements
+    is cheaper cast once than yielded as its Arrow row (ARROW_ROW_LIST_ELEMENTS_MAX)."""
+    builder = make_builder(tmp_path, data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(sidecar))
+    dataset = builder.as_streaming_dataset("train")
+    for _, example in itertools.islice(dataset._ex_iterable, 20):
+        assert not any(isinstance(value, pa.Scalar) for value in example.values())
+        assert type(example["doc2vec"]) is list and type(example["doc2vec"][0]) is float
+
+
+def typed(value):
+    """A value with the type of every part, so that 1.5 and numpy's float32(1.5) differ."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item) for item in value]
+    return type(value).__name__, value
+
+
+@pytest.mark.parametrize("doc2vec", [False, True], ids=["narrow", "wide"])
+def test_streamed_rows_have_the_types_of_prepared_rows(doc2vec, sample_dir, sidecar, tmp_path):
+    """As built and through the README's `.map`: numpy values (the sidecars' rows) must not leak
+    into a row where a prepared dataset gives Python numbers."""
+    kwargs = {"data_dir": str(sample_dir), "doc2vec": doc2vec, "doc2vec_path": str(sidecar)}
+    prepared = [typed(row) for row in raw_rows(prepare(tmp_path, "labeled", **kwargs))]
+    built = stream(tmp_path, "labeled", **kwargs).cast_column("image", datasets.Image(decode=False))
+    for streamed in (built, built.map(features=built.features)):
+        assert sorted((typed(row) for row in streamed), key=lambda row: row["index"]) == prepared
 
 
 def test_a_stream_builds_its_arrow_schema_once(sample_dir, tmp_path, monkeypatch):

@@ -170,6 +170,8 @@ def test_non_finite_and_null_vectors_are_refused(oracle, tmp_path):
         write_feature_sidecar(str(path), image_ids, {"clip_image": np.full((3, 4), np.inf)}, {})
     with pytest.raises(SidecarError, match=rf"{path}: image ids \[{image_ids[0]}\] appear more than once"):
         write_feature_sidecar(str(path), image_ids[:1] * 2, {"clip_image": np.ones((2, 4))}, {})
+    with pytest.raises(SidecarError, match=rf"{path}: clip_image has no value in a row \(shape \(3, 0\)\)"):
+        write_feature_sidecar(str(path), image_ids, {"clip_image": np.ones((3, 0))}, {})
 
 
 @pytest.mark.parametrize(
