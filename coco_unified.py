@@ -308,10 +308,10 @@ TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 # encodes each example dict instead, where Arrow scalars cost more than lists (360 us a row
 # instead of 80, measured). Either form gives the same rows under any version.
 STREAMS_THROUGH_ARROW_ROWS = int(datasets.__version__.split(".")[0]) < 4
-# pyarrow 26 turns an Arrow list scalar into a table element by element (~1.1 us each: 5 ms for a
-# row with a 4096-d feature), while the cast of a one-row table costs ~0.15-0.25 ms whatever its
-# widths, the features' schema built once (measured). The two cost the same near 250 fixed-size
-# list elements a row: a wider row (multi_hot's 80 and doc2vec's 300 are) is yielded plain and cast.
+# pyarrow 26 turns an Arrow list scalar into a table element by element (~1.1 us each: an Arrow row
+# of multi_hot alone 0.2 ms, with a 4096-d feature 5 ms), while a plain row's table and its cast
+# cost 0.35-0.45 ms whatever the widths (measured, the features' schema built once). The two cost
+# the same near 250 fixed-size list elements: a wider row (multi_hot and doc2vec make 380) is cast.
 ARROW_ROW_LIST_ELEMENTS_MAX = 250
 
 # ============================================================================= protocols
@@ -857,18 +857,18 @@ def streamed_row_converters(row_type: pa.StructType, vector_columns: Sequence[st
     Under datasets 3.x, a row with at most ARROW_ROW_LIST_ELEMENTS_MAX fixed-size list elements is
     yielded as its Arrow row: numpy int32 for int32 numbers (pyarrow infers int64 from an int), an
     Arrow scalar for each fixed-size list (pyarrow infers a variable-size list from a list or an
-    array). Otherwise the vectors (numpy rows) become lists of Python floats, as in a prepared row:
-    from an array, datasets' encoding of an example dict would yield numpy floats.
+    array). A wider row is cast by datasets; its vectors become lists of Python floats, since 3.6
+    formats the numpy float32 numbers of a mapped stream's vectors as object arrays (measured).
+    datasets >= 4 gets the numpy rows as prepared: formatted as numpy, they stay float32.
     """
+    if not STREAMS_THROUGH_ARROW_ROWS:
+        return {}
     fixed_size_lists = [field for field in row_type if pa.types.is_fixed_size_list(field.type)]
-    if (
-        STREAMS_THROUGH_ARROW_ROWS
-        and sum(field.type.list_size for field in fixed_size_lists) <= ARROW_ROW_LIST_ELEMENTS_MAX
-    ):
-        converters: dict[str, Callable] = {field.name: np.int32 for field in row_type if field.type == pa.int32()}
-        converters.update({field.name: functools.partial(pa.scalar, type=field.type) for field in fixed_size_lists})
-        return converters
-    return {name: np.ndarray.tolist for name in vector_columns}
+    if sum(field.type.list_size for field in fixed_size_lists) > ARROW_ROW_LIST_ELEMENTS_MAX:
+        return {name: np.ndarray.tolist for name in vector_columns}
+    converters: dict[str, Callable] = {field.name: np.int32 for field in row_type if field.type == pa.int32()}
+    converters.update({field.name: functools.partial(pa.scalar, type=field.type) for field in fixed_size_lists})
+    return converters
 
 
 class MemoizedSchemaFeatures(datasets.Features):
