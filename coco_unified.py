@@ -259,8 +259,11 @@ DEFAULT_NUM_QUERY = 5_000
 DEFAULT_TRAIN_SIZES = (5_000, 10_000)
 DEFAULT_NUM_TRAIN = max(DEFAULT_TRAIN_SIZES)
 
-# Shards of train2017.zip when streaming: each is one ranged GET of whole entries, and their
-# number bounds how many DataLoader workers and nodes can share the pool.
+# Shards of each split: when streaming images each is one ranged GET of whole entries of one zip.
+# Their number bounds how many DataLoader workers and nodes can share the pool, and
+# split_dataset_by_node divides the shards only when the number of nodes divides it (otherwise
+# every node reads the whole pool and keeps every n-th row: measured, 1.88x the zips' bytes
+# fetched by 2 nodes when streams had 17 shards).
 DEFAULT_NUM_SHARDS = 16
 # A gap this small between two wanted entries of a remote zip is read and thrown away rather
 # than paid for with a new request.
@@ -688,7 +691,9 @@ class CocoUnifiedConfig(datasets.BuilderConfig):
             header: they are kept out of the cache, the logs and the messages.
         read_timeout: seconds a remote read may wait for its next bytes before it is retried; it
             does not change what is built, so it is not part of the cache's name.
-        num_shards: how many shards the pool (or train2017.zip, when streaming) is cut into.
+        num_shards: how many shards each split is cut into (a stream's `n_shards`): pick a multiple
+            of the number of nodes. Streaming images, each archive takes its share by images, at
+            least one shard, so a split from both zips has at least 2.
         protocol: the name of a protocol of PROTOCOLS (hashing, dsph, ucch, dchn, karpathy): instead of
             one `train` split of the pool, that protocol's splits (`coco-unified protocol --protocol NAME`
             writes the same as index files). True is the former spelling of "hashing".
@@ -2853,7 +2858,8 @@ def plan_shards(
     Without `archive_order` the shards are consecutive runs of the pool in image-id order (rows
     land in the prepared dataset at their `index`). With it (streaming images) each shard is a
     run of whole entries of one archive in archive order, so it is read by one sequential request;
-    the shards of an archive are about equal in bytes and their number follows its share of images.
+    the shards of an archive are about equal in bytes and the archives share `num_shards` by their
+    images (apportion).
     """
     archive_order = archive_order and images is not None
     if not archive_order:
@@ -2863,13 +2869,13 @@ def plan_shards(
         for position, record in enumerate(records):
             by_part.setdefault(images[record.image_id].source.name, []).append(position)
         groups = []
-        for positions in by_part.values():
+        shares = apportion([len(positions) for positions in by_part.values()], num_shards)
+        for positions, share in zip(by_part.values(), shares):
             entries = [images[records[position].image_id] for position in positions]
             order = sorted(
                 range(len(positions)), key=lambda i: entries[i].member.start if entries[i].member else entries[i].path
             )
             weights = [entries[i].member.end - entries[i].member.start if entries[i].member else 1 for i in order]
-            share = max(1, int(np.ceil(num_shards * len(positions) / len(records))))
             groups += _split_evenly([positions[i] for i in order], weights, share)
     return [
         Shard(
@@ -2879,6 +2885,20 @@ def plan_shards(
         )
         for group in groups
     ]
+
+
+def apportion(sizes: Sequence[int], total: int) -> list[int]:
+    """`total` parts shared in proportion to `sizes` (largest remainders), each share at least 1 and
+    at most its size: the shares add up to `total` unless there are more sizes, or fewer items."""
+    quotas = [total * size / sum(sizes) for size in sizes]
+    shares = [min(size, max(1, int(quota))) for size, quota in zip(sizes, quotas)]
+    while sum(shares) > max(total, len(sizes)):  # the ones raised to 1 took more than the total
+        over = [i for i, share in enumerate(shares) if share > 1]
+        shares[max(over, key=lambda i: shares[i] - quotas[i])] -= 1
+    while sum(shares) < min(total, sum(sizes)):
+        short = [i for i, size in enumerate(sizes) if shares[i] < size]
+        shares[max(short, key=lambda i: quotas[i] - shares[i])] += 1
+    return shares
 
 
 def _split_evenly(positions: Sequence[int], weights: Sequence[int], num_chunks: int) -> list[list[int]]:

@@ -195,6 +195,36 @@ def test_streaming_from_mirror_reads_each_image_byte_once(mirror, sample_dir, or
     assert annotations <= os.path.getsize(sample_dir / "annotations_trainval2017.zip")
 
 
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_nodes_share_the_image_bytes(world_size, mirror, sample_dir, oracle, tmp_path):
+    """split_dataset_by_node divides the shards only when the nodes divide their number; otherwise
+    every node reads the whole pool and keeps every n-th row."""
+    image_ids, fetched = [], 0
+    for rank in range(world_size):
+        dataset = stream(tmp_path, base_url=mirror.base_url)
+        assert dataset.n_shards == coco_unified.DEFAULT_NUM_SHARDS
+        part = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+        mirror.traffic(reset=True)
+        image_ids += [row["image_id"] for row in raw_rows(part)]
+        fetched += sum(mirror.traffic().for_path(path).body_bytes for path in IMAGE_ZIPS)
+    assert sorted(image_ids) == sorted(oracle)
+    assert fetched <= 1.05 * sum(os.path.getsize(sample_dir / os.path.basename(path)) for path in IMAGE_ZIPS)
+
+
+@pytest.mark.parametrize(
+    "sizes, total, shares",
+    [
+        ([118_287, 5_000], 16, [15, 1]),  # COCO 2017's archives
+        ([118_287, 5_000], 1, [1, 1]),  # one shard of each archive at least
+        ([1_000, 1, 1], 3, [1, 1, 1]),
+        ([2, 1], 16, [2, 1]),  # no share above its size
+        ([10, 10, 10], 4, [2, 1, 1]),
+    ],
+)
+def test_apportion(sizes, total, shares):
+    assert coco_unified.apportion(sizes, total) == shares
+
+
 def test_prepared_from_mirror(mirror, oracle, tmp_path):
     assert_matches_oracle(raw_rows(prepare(tmp_path, base_url=mirror.base_url)), oracle, oracle)
 
@@ -222,12 +252,12 @@ def test_nodes_cover_the_pool_exactly_once(world_size, sample_dir, oracle, tmp_p
     assert sorted(seen) == list(range(len(oracle)))
 
 
-def test_shards_divide_train2017_by_bytes(sample_dir, tmp_path):
+def test_shards_divide_each_archive_by_bytes(sample_dir, tmp_path):
     builder = make_builder(tmp_path, data_dir=str(sample_dir), num_shards=20)
     generator = builder._split_generators(datasets.StreamingDownloadManager(base_path=str(tmp_path)))[0]
     shards = generator.gen_kwargs["shards"]
     train_shards = [shard for shard in shards if shard.records[0].coco_split == "train2017"]
-    assert len(train_shards) == 20 and len(shards) == 21
+    assert len(train_shards) == 19 and len(shards) == 20  # val2017 holds 4% of the sample's images
     for shard in shards:  # one contiguous run of one archive: a single request
         members = [entry.member for entry in shard.images]
         assert {entry.source.name for entry in shard.images} == {shard.records[0].coco_split}

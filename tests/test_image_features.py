@@ -60,7 +60,7 @@ from tools.lib.image_features.sidecar import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SCALE = 1e-5  # 10 images per split, with the greyscale and PNG-behind-.jpg corner cases
-SHARDS = 4  # the tiny sample in 4 + 1 shards, the 247-image sample in 16 + 1
+SHARDS = 4  # the tiny sample in 3 + 1 shards (train2017, val2017), the 247-image sample in 15 + 1
 
 
 # ----------------------------------------------------------------------------- fixtures
