@@ -1075,6 +1075,8 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         # Arrow rows (see STREAMS_THROUGH_ARROW_ROWS).
         vector_columns = [column.name for column in self._sidecar_columns]
         to_streamed = streamed_row_converters(self.info.features.type, vector_columns) if streaming else {}
+        if os.getpid() != self._made_in_pid:
+            freeze_inherited_objects()
         batches_ahead = STREAM_READ_AHEAD_BATCHES if streaming else PREPARE_READ_AHEAD_BATCHES
         if any(shard.images is not None for shard in shards):
             check_no_shadowing_files(record.file_name for shard in shards for record in shard.records)
@@ -1187,6 +1189,25 @@ def _script_lock_path() -> str:
     when it was not there before.
     """
     return os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + ".lock"
+
+
+# The process whose objects freeze_inherited_objects froze last.
+_frozen_in_pid: int | None = None
+
+
+def freeze_inherited_objects() -> None:
+    """Keep the cyclic garbage collector of this process off every object it holds now, once a process.
+
+    For a process forked from the builder's (a DataLoader worker, a num_proc worker): it shares its
+    parent's heap page by page, and its first full collection writes to every inherited object,
+    copying every page. Measured: on the full pool 0.74 s and 113 MB a worker; on the real-size
+    copy 1.16 s of each of 2 workers' ~7 s, and 2 workers streamed 377-438 img/s without the
+    freeze, 574-640 with it (as `gc.freeze()` in the parent before the DataLoader).
+    """
+    global _frozen_in_pid
+    if _frozen_in_pid != os.getpid():
+        gc.freeze()
+        _frozen_in_pid = os.getpid()
 
 
 # prctl(2) option: the signal this process gets when its parent ends.
