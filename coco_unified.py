@@ -1201,8 +1201,8 @@ def freeze_inherited_objects() -> None:
     For a process forked from the builder's (a DataLoader worker, a num_proc worker): it shares its
     parent's heap page by page, and its first full collection writes to every inherited object,
     copying every page. Measured: on the full pool 0.74 s and 113 MB a worker; on the real-size
-    copy 1.16 s of each of 2 workers' ~7 s, and 2 workers streamed 377-438 img/s without the
-    freeze, 574-640 with it (as `gc.freeze()` in the parent before the DataLoader).
+    copy 1.16 s of each of 2 workers' ~7 s, and 2 workers streamed 366-383 img/s without the
+    freeze, 483-592 with it (datasets 3.6; one process: 377).
     """
     global _frozen_in_pid
     if _frozen_in_pid != os.getpid():
