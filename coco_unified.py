@@ -2911,12 +2911,13 @@ def plan_shards(
 def apportion(sizes: Sequence[int], total: int) -> list[int]:
     """`total` parts shared in proportion to `sizes` (largest remainders), each share at least 1 and
     at most its size: the shares add up to `total` unless there are more sizes, or fewer items."""
-    quotas = [total * size / sum(sizes) for size in sizes]
+    whole = sum(sizes)
+    quotas = [total * size / whole for size in sizes]
     shares = [min(size, max(1, int(quota))) for size, quota in zip(sizes, quotas)]
     while sum(shares) > max(total, len(sizes)):  # the ones raised to 1 took more than the total
         over = [i for i, share in enumerate(shares) if share > 1]
         shares[max(over, key=lambda i: shares[i] - quotas[i])] -= 1
-    while sum(shares) < min(total, sum(sizes)):
+    while sum(shares) < min(total, whole):
         short = [i for i, size in enumerate(sizes) if shares[i] < size]
         shares[max(short, key=lambda i: quotas[i] - shares[i])] += 1
     return shares

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import multiprocessing
 import os
 from collections.abc import Hashable, Iterator, Sequence
@@ -140,11 +139,16 @@ def infer_tasks(
             yield key, vectors
 
 
+def task_starts(documents: Sequence[Document], documents_per_task: int) -> range:
+    """Where each task of `documents_per_task` documents starts (the last may hold fewer)."""
+    return range(0, len(documents), documents_per_task)
+
+
 def infer_all(
     processes: Pool, documents: Sequence[Document], description: str = "inference", documents_per_task: int = 256
 ) -> np.ndarray:
     """Vectors of `documents`, in their order, inferred by `processes` (of `inference_processes`)."""
-    starts = range(0, len(documents), documents_per_task)
+    starts = task_starts(documents, documents_per_task)
     tasks = [(start, documents[start : start + documents_per_task]) for start in starts]
     vectors = dict(infer_tasks(processes, tasks, description))
     return np.concatenate([vectors[start] for start in starts])
@@ -160,6 +164,6 @@ def infer_in_new_processes(
 ) -> np.ndarray:
     """`infer_all` in `workers` processes started for these documents alone (their start-up included),
     or fewer when the documents make fewer tasks: each process loads the model."""
-    tasks = max(1, math.ceil(len(documents) / documents_per_task))
+    tasks = max(1, len(task_starts(documents, documents_per_task)))
     with inference_processes(model_path, settings, min(workers, tasks)) as processes:
         return infer_all(processes, documents, description, documents_per_task)
