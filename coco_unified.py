@@ -51,6 +51,7 @@ import gc
 import hashlib
 import inspect
 import io
+import itertools
 import json
 import numbers
 import os
@@ -304,18 +305,18 @@ SECRET_QUERY_PARAMETER = re.compile(r"token|sig|key|secret|pass|pwd|auth|credent
 # HTTP statuses of a busy or restarting server: a later try may succeed.
 TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 
-# datasets 3.x (the last to run loading scripts) streams each example as a one-row Arrow table,
-# cast to the features unless its schema already is theirs; a cast serialises the features, the
-# 80 class names included, twice: ~2 ms a row (measured, benchmarks/bench_realsize.py). Streamed
-# examples are therefore yielded as their Arrow rows there (streamed_row_converters). datasets 5.2
-# encodes each example dict instead, where Arrow scalars cost more than lists (360 us a row
-# instead of 80, measured). Either form gives the same rows under any version.
-STREAMS_THROUGH_ARROW_ROWS = int(datasets.__version__.split(".")[0]) < 4
-# pyarrow 26 turns an Arrow list scalar into a table element by element (~1.1 us each: an Arrow row
-# of multi_hot alone 0.2 ms, with a 4096-d feature 5 ms), while a plain row's table and its cast
-# cost 0.35-0.45 ms whatever the widths (measured, the features' schema built once). The two cost
-# the same near 250 fixed-size list elements: a wider row (multi_hot and doc2vec make 380) is cast.
-ARROW_ROW_LIST_ELEMENTS_MAX = 250
+# datasets 3.x (the last to run loading scripts) streams a generator's examples through a one-row
+# Arrow table each: pyarrow infers the row's types (a fixed-size list only from an Arrow scalar,
+# which it converts element by element) and datasets casts the table to the features unless they
+# match; 0.33-0.48 ms a real-size row besides its decoding, whatever the examples' form (measured).
+# Under 3.x a stream is therefore made of tables the builder builds with the features' schema, as
+# datasets' own file builders stream theirs (CocoUnified._generate_tables): 0.09 ms a row all told.
+# datasets >= 4 encodes each example dict, no table (0.04 ms a row of no_images): it gets examples.
+STREAMS_TABLES = int(datasets.__version__.split(".")[0]) < 4
+# Rows of each streamed table. datasets 3.6 cuts a table into one-row tables again; its cost a row,
+# with the table built (real-size / no_images rows): 1 row 145 / 101 us, 4: 94 / 60, 16: 85 / 47,
+# 128: 94 / 45 (measured). 16 real-size rows are ~2.6 MB.
+STREAMED_TABLE_ROWS = 16
 
 # ============================================================================= protocols
 #
@@ -856,26 +857,6 @@ def pool_features() -> dict[str, datasets.features.FeatureType]:
     }
 
 
-def streamed_row_converters(row_type: pa.StructType, vector_columns: Sequence[str]) -> dict[str, Callable]:
-    """Column -> what turns its value into the form a stream yields it in.
-
-    Under datasets 3.x, a row with at most ARROW_ROW_LIST_ELEMENTS_MAX fixed-size list elements is
-    yielded as its Arrow row: numpy int32 for int32 numbers (pyarrow infers int64 from an int), an
-    Arrow scalar for each fixed-size list (pyarrow infers a variable-size list from a list or an
-    array). A wider row is cast by datasets; its vectors become lists of Python floats, since 3.6
-    formats the numpy float32 numbers of a mapped stream's vectors as object arrays (measured).
-    datasets >= 4 gets the numpy rows as prepared: formatted as numpy, they stay float32.
-    """
-    if not STREAMS_THROUGH_ARROW_ROWS:
-        return {}
-    fixed_size_lists = [field for field in row_type if pa.types.is_fixed_size_list(field.type)]
-    if sum(field.type.list_size for field in fixed_size_lists) > ARROW_ROW_LIST_ELEMENTS_MAX:
-        return {name: np.ndarray.tolist for name in vector_columns}
-    converters: dict[str, Callable] = {field.name: np.int32 for field in row_type if field.type == pa.int32()}
-    converters.update({field.name: functools.partial(pa.scalar, type=field.type) for field in fixed_size_lists})
-    return converters
-
-
 class MemoizedSchemaFeatures(datasets.Features):
     """Features that build their Arrow schema once, not for every streamed row.
 
@@ -1071,10 +1052,6 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
         ]
 
     def _generate_examples(self, shards: list[Shard], streaming: bool = False):
-        # Columns in the features' order, the image struct's fields in Arrow's: a stream may yield
-        # Arrow rows (see STREAMS_THROUGH_ARROW_ROWS).
-        vector_columns = [column.name for column in self._sidecar_columns]
-        to_streamed = streamed_row_converters(self.info.features.type, vector_columns) if streaming else {}
         if os.getpid() != self._made_in_pid:
             freeze_inherited_objects()
         batches_ahead = STREAM_READ_AHEAD_BATCHES if streaming else PREPARE_READ_AHEAD_BATCHES
@@ -1104,12 +1081,24 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                     )
                     for name, vectors in shard.vectors.items():
                         example[name] = vectors[row]
-                    for name, convert in to_streamed.items():
-                        example[name] = convert(example[name])
                     yield record.image_id, example
             finally:
                 if contents is not None:
                     contents.close()
+
+    def _get_examples_iterable_for_split(self, split_generator):
+        # Called for streams only. datasets 3.x gets tables (STREAMS_TABLES), as from its own Parquet
+        # builder; datasets >= 4, the examples.
+        if not STREAMS_TABLES:
+            return super()._get_examples_iterable_for_split(split_generator)
+        return datasets.iterable_dataset.ArrowExamplesIterable(self._generate_tables, split_generator.gen_kwargs)
+
+    def _generate_tables(self, shards: list[Shard], streaming: bool = True):
+        """The examples in tables of STREAMED_TABLE_ROWS rows, of the features' Arrow schema (no cast)."""
+        schema = self.info.features.arrow_schema
+        with contextlib.closing(self._generate_examples(shards, streaming)) as examples:
+            while batch := list(itertools.islice(examples, STREAMED_TABLE_ROWS)):
+                yield batch[0][0], pa.Table.from_pylist([example for _, example in batch], schema=schema)
 
     # ------------------------------------------------------------------ stages of _split_generators
 

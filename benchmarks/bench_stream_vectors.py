@@ -1,13 +1,11 @@
-"""Benchmark of streamed rows with vector columns: datasets 3.6's two row forms, side by side.
+"""Benchmark of streamed rows with vector columns: tables and example dicts under datasets 3.6.
 
-datasets 3.6 turns each streamed example into a one-row Arrow table. The builder yields a row
-either as its Arrow row (fixed-size lists as Arrow scalars, which pyarrow converts element by
-element) or as plain values that datasets casts to the features (a cost that hardly grows with
-the widths); `coco_unified.ARROW_ROW_LIST_ELEMENTS_MAX` chooses by the row's fixed-size list
-elements. This prints rows/s of the `no_images` stream for rows of several widths (multi_hot's 80
-elements, doc2vec's 300, feature sidecars of 128, 512 and 4096 dimensions), in both forms under
-datasets 3.6 (this interpreter), the form the builder chooses marked, and as built under the
-newest datasets (--newest-python), all in one run:
+Under datasets 3.x the builder streams tables it builds with the features' schema
+(`coco_unified.STREAMS_TABLES`); a generator's example dicts, which 3.6 would turn into one-row
+tables and cast to the features one by one, are the baseline. This prints rows/s of the
+`no_images` stream for rows of several widths (multi_hot's 80 elements, doc2vec's 300, feature
+sidecars of 128, 512 and 4096 dimensions), both ways under datasets 3.6 (this interpreter), and
+as built under the newest datasets (--newest-python), all in one run:
 
     python benchmarks/bench_stream_vectors.py [--newest-python PYTHON] [--passes N]
 
@@ -36,8 +34,8 @@ from tools.sample import DEFAULT_SCALE
 
 logger = logging.getLogger(__name__)
 
-# (name, doc2vec, feature sidecar dimension or 0): rows from multi_hot's 80 elements up, around the
-# crossover of the two forms (80 + 128 = 208) and to a VGG fc7 feature.
+# (name, doc2vec, feature sidecar dimension or 0): rows from multi_hot's 80 elements up to a VGG
+# fc7 feature.
 ROWS = (
     ("multi_hot (80)", False, 0),
     ("multi_hot + 128-d feature (208)", False, 128),
@@ -45,14 +43,14 @@ ROWS = (
     ("multi_hot + doc2vec + 512-d feature (892)", True, 512),
     ("multi_hot + doc2vec + 4096-d feature (4,476)", True, 4096),
 )
-# ARROW_ROW_LIST_ELEMENTS_MAX values that force each form.
-FORMS = {"Arrow row": sys.maxsize, "plain, cast": -1}
+# The ways datasets 3.6 gets a stream's rows: STREAMS_TABLES values that force each.
+FORMS = {"tables (as built)": True, "example dicts": False}
 
 # Rows/s over whole passes of the stream, after its first row (the setup reads the annotations).
 STREAM = """
 import coco_unified
-if params["elements_max"] is not None:
-    coco_unified.ARROW_ROW_LIST_ELEMENTS_MAX = params["elements_max"]
+if params["tables"] is not None:
+    coco_unified.STREAMS_TABLES = params["tables"]
 sidecars = {"feature": params["feature"]} if params["feature"] else None
 builder = coco_unified.CocoUnified(
     config_name="no_images", data_dir=params["data_dir"], cache_dir=params["cache_dir"],
@@ -98,7 +96,7 @@ def main(argv=None) -> None:
     cli.configure_logging(args.verbose)
 
     print(f"\n{os.cpu_count()} cores; 1-minute load average {os.getloadavg()[0]:.1f} before")
-    header = ["row (fixed-size list elements)", *(f"3.6, {form}" for form in FORMS), "3.6 chooses"]
+    header = ["row (fixed-size list elements)", *(f"3.6, {form}" for form in FORMS)]
     if args.newest_python:
         header.append("newest datasets")
     print("\n| " + " | ".join(header) + " |\n|" + "---|" + "---:|" * (len(header) - 1))
@@ -111,14 +109,10 @@ def main(argv=None) -> None:
         for name, with_doc2vec, dim in ROWS:
             params = dict(common, doc2vec=with_doc2vec, feature=features.get(dim))
             logger.info("streaming %s", name)
-            rates = [run(STREAM, elements_max=limit, **params)["rows_per_second"] for limit in FORMS.values()]
-            elements = 80 + with_doc2vec * coco_unified.DOC2VEC_DIM + dim
-            chosen = "Arrow row" if elements <= coco_unified.ARROW_ROW_LIST_ELEMENTS_MAX else "plain, cast"
-            cells = [name, *(f"{rate:,.0f}" for rate in rates), chosen]
+            rates = [run(STREAM, tables=tables, **params)["rows_per_second"] for tables in FORMS.values()]
+            cells = [name, *(f"{rate:,.0f}" for rate in rates)]
             if args.newest_python:
-                cells.append(
-                    f"{run(STREAM, python=args.newest_python, elements_max=None, **params)['rows_per_second']:,.0f}"
-                )
+                cells.append(f"{run(STREAM, python=args.newest_python, tables=None, **params)['rows_per_second']:,.0f}")
             print("| " + " | ".join(cells) + " |", flush=True)
     print(f"\n1-minute load average {os.getloadavg()[0]:.1f} after; rows/s over {args.passes} passes of the stream")
 
