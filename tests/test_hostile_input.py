@@ -1,6 +1,7 @@
 """Hostile and damaged input (issue 8): lying archives, bad annotations, stale caches, killed runs, messages."""
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_builder import edit_annotation, make_builder, prepare, raises_coco_error, rewrite_zip, stream
 
+import coco_unified
 from coco_unified import (
     DOC2VEC_DIM,
     AnnotationError,
@@ -90,6 +92,60 @@ def test_deflate_bomb_fails_the_build_naming_the_entry(sample_dir, tmp_path):
     data_dir = make_hostile_copy(sample_dir, tmp_path / "bomb", "deflate_bomb")
     with raises_coco_error(ArchiveError, rf"entry {HOSTILE_ENTRY}: inflates to more than the 1,000 bytes"):
         prepare(tmp_path, "no_images", data_dir=str(data_dir))
+
+
+def _deflated_zip(path: Path, content: bytes) -> coco_unified.ZipMember:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("entry.bin", content)
+    with open(path, "rb") as archive:
+        (member,) = coco_unified.read_zip_directory(archive, str(path))
+    return member
+
+
+def _read(path: Path, member: coco_unified.ZipMember) -> bytes:
+    reader = coco_unified.ByteRangeReader(str(path))
+    try:
+        return bytes(coco_unified.read_member(reader, member, member.end))
+    finally:
+        reader.close()
+
+
+# Entries up to ONE_SHOT_INFLATE_MAX are inflated by libdeflate in one call, larger ones by ISA-L in
+# chunks: both read the same bytes and fail with the same words.
+BOTH_INFLATERS = pytest.mark.parametrize(
+    "one_shot_max", [coco_unified.ONE_SHOT_INFLATE_MAX, 0], ids=["one call", "chunks"]
+)
+
+
+@BOTH_INFLATERS
+def test_both_inflaters_read_an_entry_exactly(one_shot_max, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_unified, "ONE_SHOT_INFLATE_MAX", one_shot_max)
+    content = np.random.default_rng(0).integers(0, 8, 3 * coco_unified.READ_CHUNK, dtype=np.uint8).tobytes()
+    member = _deflated_zip(tmp_path / "a.zip", content)
+    assert member.compressed_size > coco_unified.READ_CHUNK  # the chunked path reads several chunks
+    assert _read(tmp_path / "a.zip", member) == content
+
+
+@BOTH_INFLATERS
+def test_an_entry_inflating_to_fewer_bytes_than_declared_is_named(one_shot_max, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_unified, "ONE_SHOT_INFLATE_MAX", one_shot_max)
+    member = _deflated_zip(tmp_path / "a.zip", b"coco " * 1000)
+    lying = dataclasses.replace(member, size=member.size + 10)
+    with raises_coco_error(ArchiveError, r"a\.zip, entry entry\.bin: 5,000 bytes instead of the 5,010 its directory"):
+        _read(tmp_path / "a.zip", lying)
+
+
+@BOTH_INFLATERS
+def test_an_entry_of_invalid_deflate_data_is_named(one_shot_max, tmp_path, monkeypatch):
+    monkeypatch.setattr(coco_unified, "ONE_SHOT_INFLATE_MAX", one_shot_max)
+    path = tmp_path / "a.zip"
+    member = _deflated_zip(path, b"coco " * 1000)
+    data = bytearray(path.read_bytes())
+    start = member.end - member.compressed_size
+    data[start : member.end] = b"\xff" * member.compressed_size  # a reserved block type
+    path.write_bytes(bytes(data))
+    with raises_coco_error(ArchiveError, r"a\.zip, entry entry\.bin: corrupt data \(.*\); download it again"):
+        _read(path, member)
 
 
 # ----------------------------------------------------------------------------- annotation checks
