@@ -2400,7 +2400,9 @@ def check_no_shadowing_files(file_names: Iterable[str]) -> None:
         here = None
 
     def is_file_here(name: str) -> bool:
-        return os.path.isfile(name) if here is None or os.path.dirname(name) else name in here
+        # Not os.path.dirname: once the module has streamed, datasets' version parses each name as
+        # a URL (measured: 0.75 s for the pool's 123,287 names, 0.01 s this way).
+        return name in here if here is not None and "/" not in name and os.sep not in name else os.path.isfile(name)
 
     shadowed = [name for name in file_names if is_file_here(name)]
     if shadowed:

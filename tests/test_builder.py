@@ -778,6 +778,7 @@ STREAM_USES = {
     "map": lambda d: d.map(lambda row: {"n": len(row["captions"]), "w": row["image"].size[0]}),
     "batched map": lambda d: d.map(lambda b: {"n": [len(c) for c in b["captions"]]}, batched=True, batch_size=7),
     "numpy": lambda d: d.with_format("numpy"),
+    "torch": lambda d: d.with_format("torch"),
     "arrow": lambda d: d.with_format("arrow"),
     "concatenated": lambda d: datasets.concatenate_datasets([d, d.skip(200)]),
     "interleaved": lambda d: datasets.interleave_datasets([d, d.skip(100)]),
