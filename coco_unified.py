@@ -1101,7 +1101,7 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             return super()._get_examples_iterable_for_split(split_generator)
         return datasets.iterable_dataset.ArrowExamplesIterable(self._generate_tables, split_generator.gen_kwargs)
 
-    def _generate_tables(self, shards: list[Shard], streaming: bool = True):
+    def _generate_tables(self, shards: list[Shard], streaming: bool):
         """The examples in tables of STREAMED_TABLE_ROWS rows, of the features' Arrow schema (no cast)."""
         schema = self.info.features.arrow_schema
         with contextlib.closing(self._generate_examples(shards, streaming)) as examples:
@@ -2438,11 +2438,10 @@ _IMAGE_END_SLACK = 1024
 def read_images_ahead(entries: Sequence[ImageEntry], run_ends: dict[str, int], batches_ahead: int) -> Iterator[bytes]:
     """The content of each entry in order, read by one thread `batches_ahead` batches ahead.
 
-    Receiving entries (the socket releases the GIL) then overlaps with decoding and writing the
-    rows before them (PIL and Arrow release it too). ISA-L releases the GIL for part of its
-    inflating (2 threads inflating 1,200 JPEG entries: 0.61 s one after the other, 0.39 s side by
-    side; zlib, which releases it throughout, 0.64 s and 0.26 s, measured here), so inflating
-    overlaps partly; zlib instead gave no gain beyond the noise of the real-size benchmark.
+    Receiving and inflating entries (the socket and libdeflate release the GIL) then overlaps with
+    decoding and writing the rows before them (PIL and Arrow release it too). ISA-L, which inflated
+    image entries until libdeflate did (ONE_SHOT_INFLATE_MAX), releases it for part of its work
+    only (2 threads inflating 1,200 JPEG entries: 0.61 s one after the other, 0.39 s side by side).
     """
     readers: dict[str, ByteRangeReader] = {}
 
