@@ -45,9 +45,9 @@ REAL_SIZE = RealSizeImages(640, 427, 90)
 LOADER_WORKERS = 2
 LOADER_BATCH_SIZE = 32
 # The streams measured, as (name, under the newest datasets (--newest-python), mapped): under
-# datasets 3.6 as built, and through `.map(features=...)`, where 3.6 decodes each example dict as
-# datasets >= 4 always does instead of making it a one-row Arrow table (README, Streaming); then
-# under the newest datasets as built.
+# datasets 3.6 as built, and through `.map(features=...)`, where 3.6 takes the rows of the stream's
+# tables ten at a time instead of cutting one-row tables (README, Streaming); then under the newest
+# datasets as built.
 STREAMS = (
     ("datasets 3.6", False, False),
     ("datasets 3.6, through .map(features=...)", False, True),

@@ -867,10 +867,9 @@ def test_a_stream_builds_its_arrow_schema_once(sample_dir, tmp_path, monkeypatch
 
 
 def test_a_mapped_stream_gives_the_rows_of_the_stream_as_built(sample_dir, tmp_path):
-    """The README's advice for datasets 3.6: through `.map(features=...)` each example dict is
-    decoded directly instead of as a one-row Arrow table, and the rows, in both forms the builder
-    yields (Arrow rows under 3.x), stay the same: decoded images, and raw bytes when the image
-    column is cast first."""
+    """The README's option for datasets 3.6: through `.map(features=...)` 3.6 takes the stream's
+    rows from its tables ten at a time instead of cutting one-row tables; the rows stay the same:
+    decoded images, and raw bytes when the image column is cast first."""
     built = stream(tmp_path, data_dir=str(sample_dir))
 
     def comparable(row):
