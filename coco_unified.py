@@ -1910,7 +1910,8 @@ class ByteRangeReader:
     def read(self, num_bytes: int) -> bytes:
         """Exactly `num_bytes` bytes."""
         self._fill(num_bytes)
-        data = bytes(self._buffer[:num_bytes])
+        with memoryview(self._buffer) as buffered:
+            data = buffered[:num_bytes].tobytes()  # one copy; bytes(self._buffer[:n]) makes two
         del self._buffer[:num_bytes]
         self.position += num_bytes
         return data
