@@ -15,9 +15,11 @@ writes the 3,205 images used here, and is run into a temporary folder when --dat
 - `default` preparation (doc2vec=False), MB of image zips per second, against plain `zipfile`
   extraction (inflate + write) of the same zips; peak RSS of each.
 
-    python benchmarks/bench_realsize.py [--data-dir DIR] [--newest-python PYTHON]
+    python benchmarks/bench_realsize.py [--data-dir DIR] [--newest-python PYTHON] [--rounds N]
 
-Each measurement runs in a fresh interpreter so that its peak RSS is its own.
+Each measurement runs in a fresh interpreter so that its peak RSS is its own. The whole set is
+measured --rounds times over; each ratio is taken within a round, and the table shows the median
+round's with every round's ratio beside it.
 """
 
 import argparse
@@ -27,6 +29,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 if not __package__:  # run by path: `python benchmarks/bench_realsize.py`
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,6 +202,7 @@ report(seconds=seconds, mb_per_second=megabytes / seconds, mb_per_cpu_second=meg
 
 
 def measure(data_dir: Path, scratch: Path, newest_python: str | None) -> dict:
+    """One round: every figure and its limit."""
     zips = [str(data_dir / name) for name in IMAGE_ZIPS]
     zip_bytes = sum(Path(path).stat().st_size for path in zips)
     size = [REAL_SIZE.width, REAL_SIZE.height]
@@ -227,25 +231,33 @@ def measure(data_dir: Path, scratch: Path, newest_python: str | None) -> dict:
                 mapped=mapped,
             )
     logger.info("preparing default")
-    figures["prepare"] = run(PREPARE, data_dir=str(data_dir), cache_dir=str(scratch / "cache"), zip_bytes=zip_bytes)
+    with tempfile.TemporaryDirectory(dir=scratch) as cache_dir:
+        figures["prepare"] = run(PREPARE, data_dir=str(data_dir), cache_dir=cache_dir, zip_bytes=zip_bytes)
     logger.info("extracting the image zips with zipfile")
-    (scratch / "extracted").mkdir()
-    figures["extract"] = run(EXTRACT, zips=zips, out_dir=str(scratch / "extracted"), zip_bytes=zip_bytes)
+    with tempfile.TemporaryDirectory(dir=scratch) as out_dir:
+        figures["extract"] = run(EXTRACT, zips=zips, out_dir=out_dir, zip_bytes=zip_bytes)
     figures["load average after"] = os.getloadavg()
     return figures
 
 
-def table_rows(figures: dict) -> list[tuple[str, str, str, str]]:
-    """(figure, measured, limit in the same run, ratio / goal) per line."""
+class Shown(NamedTuple):
+    """A measured figure and how the table shows it."""
+
+    value: float
+    text: str
+
+
+def round_lines(figures: dict) -> list[tuple[str, Shown, Shown, float | None]]:
+    """(figure, measured, its limit in the same round, goal) per line of the table."""
     decode = figures["decode"]["images_per_second"]
     decode_cpu = figures["decode"]["images_per_cpu_second"]
     decode_side_by_side = figures["decode, loader workers"]["images_per_second"]
-    rows = [
+    lines = [
         (
             f"PIL decoding in {LOADER_WORKERS} processes side by side",
-            f"{decode_side_by_side:.0f} img/s",
-            f"in one process: {decode:.0f}/s",
-            f"{decode_side_by_side / decode:.2f}x",
+            Shown(decode_side_by_side, f"{decode_side_by_side:.0f} img/s"),
+            Shown(decode, f"in one process: {decode:.0f}/s"),
+            None,
         )
     ]
     for version, _, _ in STREAMS:
@@ -255,63 +267,93 @@ def table_rows(figures: dict) -> list[tuple[str, str, str, str]]:
         loader = figures[f"loader, {version}"]["images_per_second"]
         stream_cpu = figures[f"stream, {version}"]["images_per_cpu_second"]
         loader_cpu = figures[f"loader, {version}"]["images_per_cpu_second"]
-        rows += [
+        lines += [
             (
                 f"streaming, images decoded, {version}",
-                f"{stream:.0f} img/s",
-                f"PIL decoding the same bytes: {decode:.0f}/s",
-                f"{stream / decode:.2f}x (goal >= {STREAM_GOAL})",
+                Shown(stream, f"{stream:.0f} img/s"),
+                Shown(decode, f"PIL decoding the same bytes: {decode:.0f}/s"),
+                STREAM_GOAL,
             ),
             (
                 "  the same, per CPU second (all threads)",
-                f"{stream_cpu:.0f} img/s",
-                f"{decode_cpu:.0f}/s",
-                f"{stream_cpu / decode_cpu:.2f}x",
+                Shown(stream_cpu, f"{stream_cpu:.0f} img/s"),
+                Shown(decode_cpu, f"{decode_cpu:.0f}/s"),
+                None,
             ),
             (
                 f"  DataLoader, {LOADER_WORKERS} workers, PILLOW_BLOCKS_MAX={LOADER_BATCH_SIZE}, {version}",
-                f"{loader:.0f} img/s",
-                f"one process streaming: {stream:.0f}/s",
-                f"{loader / stream:.2f}x (goal >= {LOADER_GOAL})",
+                Shown(loader, f"{loader:.0f} img/s"),
+                Shown(stream, f"one process streaming: {stream:.0f}/s"),
+                LOADER_GOAL,
             ),
             (
                 f"    the same against {LOADER_WORKERS} cores at one process's CPU per image",
-                f"{loader:.0f} img/s",
-                f"{LOADER_WORKERS} x {stream_cpu:.0f}/s = {LOADER_WORKERS * stream_cpu:.0f}/s",
-                f"{loader / (LOADER_WORKERS * stream_cpu):.2f}x",
+                Shown(loader, f"{loader:.0f} img/s"),
+                Shown(
+                    LOADER_WORKERS * stream_cpu,
+                    f"{LOADER_WORKERS} x {stream_cpu:.0f}/s = {LOADER_WORKERS * stream_cpu:.0f}/s",
+                ),
+                None,
             ),
             (
                 "    the same, per CPU second (workers and main)",
-                f"{loader_cpu:.0f} img/s",
-                f"{stream_cpu:.0f}/s",
-                f"{loader_cpu / stream_cpu:.2f}x",
+                Shown(loader_cpu, f"{loader_cpu:.0f} img/s"),
+                Shown(stream_cpu, f"{stream_cpu:.0f}/s"),
+                None,
             ),
         ]
     prepare, extract = figures["prepare"], figures["extract"]
-    rows.append(
+    lines += [
         (
             "`default` preparation, doc2vec=False",
-            f"{prepare['mb_per_second']:.0f} MB/s, {prepare['peak_rss_mb']:.0f} MB RSS",
-            f"zipfile extraction: {extract['mb_per_second']:.0f} MB/s, {extract['peak_rss_mb']:.0f} MB RSS",
-            f"{prepare['mb_per_second'] / extract['mb_per_second']:.2f}x (goal >= {PREPARE_GOAL})",
-        )
-    )
-    rows.append(
+            Shown(
+                prepare["mb_per_second"], f"{prepare['mb_per_second']:.0f} MB/s, {prepare['peak_rss_mb']:.0f} MB RSS"
+            ),
+            Shown(
+                extract["mb_per_second"],
+                f"zipfile extraction: {extract['mb_per_second']:.0f} MB/s, {extract['peak_rss_mb']:.0f} MB RSS",
+            ),
+            PREPARE_GOAL,
+        ),
         (
             "  the same, per CPU second (all threads)",
-            f"{prepare['mb_per_cpu_second']:.0f} MB/s",
-            f"{extract['mb_per_cpu_second']:.0f} MB/s",
-            f"{prepare['mb_per_cpu_second'] / extract['mb_per_cpu_second']:.2f}x",
-        )
-    )
+            Shown(prepare["mb_per_cpu_second"], f"{prepare['mb_per_cpu_second']:.0f} MB/s"),
+            Shown(extract["mb_per_cpu_second"], f"{extract['mb_per_cpu_second']:.0f} MB/s"),
+            None,
+        ),
+    ]
+    return lines
+
+
+def table_rows(rounds: list[dict]) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, limit in the same round, ratio / goal) per line: the round of the median ratio.
+
+    Each ratio is taken within one round, its figure and limit measured minutes apart at most, and
+    the median over the rounds is shown with every round's: on a shared machine, wall-clock rates
+    drift by tens of percent between minutes, more than between the two sides of one round.
+    """
+    rows = []
+    for lines in zip(*(round_lines(figures) for figures in rounds)):
+        ratios = [measured.value / limit.value for _, measured, limit, _ in lines]
+        median_round = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+        label, measured, limit, goal = lines[median_round]
+        ratio = f"{ratios[median_round]:.2f}x"
+        if len(ratios) > 1:
+            ratio += f" (rounds: {', '.join(f'{each:.2f}' for each in ratios)})"
+        if goal is not None:
+            ratio += f" (goal >= {goal})"
+        rows.append((label, measured.text, limit.text, ratio))
     return rows
 
 
-def print_table(rows: list[tuple[str, str, str, str]], figures: dict) -> None:
+def print_table(rows: list[tuple[str, str, str, str]], rounds: list[dict]) -> None:
     # Wall-clock rates are only comparable on a machine with cores to spare: say how busy it was.
-    loads = [f"{figures[f'load average {when}'][0]:.1f}" for when in ("before", "after")]
-    print(f"\n{os.cpu_count()} cores; 1-minute load average {loads[0]} before, {loads[1]} after")
-    print("\n| figure | measured | limit in the same run | ratio |\n|---|---:|---:|---:|")
+    loads = ", ".join(f"{figures['load average before'][0]:.1f}" for figures in rounds)
+    print(
+        f"\n{os.cpu_count()} cores; 1-minute load average before each round: {loads}; "
+        f"after the last: {rounds[-1]['load average after'][0]:.1f}"
+    )
+    print("\n| figure | measured | limit in the same round | ratio |\n|---|---:|---:|---:|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 
@@ -328,8 +370,17 @@ def main(argv=None) -> None:
         "--newest-python",
         help="an interpreter with the newest datasets (e.g. .venv-newest/bin/python): also streams with it",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="times every figure and its limit are measured, one after the other; the table shows each "
+        "ratio's median and every round's (default: %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
     cli.configure_logging(args.verbose)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -338,9 +389,12 @@ def main(argv=None) -> None:
             data_dir = Path(scratch) / "coco"
             logger.info("generating a real-size sample into %s", data_dir)
             generate(data_dir, REAL_SIZE_SCALE, 0, REAL_SIZE)
-        figures = measure(data_dir, Path(scratch), args.newest_python)
-    print(json.dumps(figures, indent=2))
-    print_table(table_rows(figures), figures)
+        rounds = []
+        for number in range(1, args.rounds + 1):
+            logger.info("round %d of %d", number, args.rounds)
+            rounds.append(measure(data_dir, Path(scratch), args.newest_python))
+    print(json.dumps(rounds, indent=2))
+    print_table(table_rows(rounds), rounds)
 
 
 if __name__ == "__main__":
