@@ -1,4 +1,4 @@
-"""Benchmark of coco_unified.py on real-size images, each figure beside its limit measured in this run.
+"""Benchmark of coco_unified.py on real-size images, each figure beside its limit measured in the same round.
 
 Prints the table of issue 12, on a COCO-shaped copy with real-size JPEGs (640x427, ~160 KB,
 deflated like the official zips; `coco-unified sample DIR --scale 0.026 --image-size 640x427`
