@@ -57,7 +57,7 @@ STREAMS = (
     ("newest datasets", True, False),
 )
 
-# Goals of issue 12: each figure over its limit measured in the same run.
+# Goals of issue 12: each figure over its limit measured in the same round.
 STREAM_GOAL = 0.8
 LOADER_GOAL = 1.5
 PREPARE_GOAL = 0.8
