@@ -1032,9 +1032,11 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         config = self.config
-        # 1. Where each part is; a part missing from data_dir is named before anything is read.
+        # 1. Where each part is; a part missing from data_dir, or a sidecar missing, is named before
+        #    anything is read (preparing from the official URLs fetches 20 GB before step 4).
         sources = locate_sources(config.data_dir, config.base_url, dl_manager.download_config.storage_options)
         require_sources(sources, config.needed_parts())
+        sidecars = self._fetch_sidecars(dl_manager)
         # 2. The pool from the annotations alone: the splits (and a protocol too large for them)
         #    are known before an image archive is fetched.
         sources[ANNOTATIONS] = sources[ANNOTATIONS].fetched_by(dl_manager)
@@ -1051,8 +1053,10 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
             name: plan_shards([records[p] for p in positions], images, config.num_shards, dl_manager.is_streaming)
             for name, positions in split_positions.items()
         }
-        if self._sidecar_columns:
-            self._attach_sidecars(dl_manager, [shard for split_shards in shards.values() for shard in split_shards])
+        if sidecars:
+            self._attach_sidecars(
+                dl_manager, sidecars, [shard for split_shards in shards.values() for shard in split_shards]
+            )
         streaming = dl_manager.is_streaming
         return [
             datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards[name], "streaming": streaming})
@@ -1150,17 +1154,23 @@ class CocoUnified(datasets.GeneratorBasedBuilder):
                 ) from None
         return id_lists
 
-    def _attach_sidecars(self, dl_manager, shards: list[Shard]) -> None:
-        """Each sidecar read once (all its columns), in the order of the shards' rows; each shard gets its slices."""
+    def _fetch_sidecars(self, dl_manager) -> dict[str, list[SidecarColumn]]:
+        """Where each sidecar was fetched to (streaming: where it is), with its columns."""
         by_path: dict[str, list[SidecarColumn]] = {}
         for column in self._sidecar_columns:
             by_path.setdefault(column.path, []).append(column)
-        image_ids = [record.image_id for shard in shards for record in shard.records]
+        fetched = {}
         for path, columns in by_path.items():
             try:
-                location = dl_manager.download(path)
+                fetched[dl_manager.download(path)] = columns
             except FileNotFoundError:
                 raise columns[0].missing_error() from None
+        return fetched
+
+    def _attach_sidecars(self, dl_manager, sidecars: dict[str, list[SidecarColumn]], shards: list[Shard]) -> None:
+        """Each sidecar read once (all its columns), in the order of the shards' rows; each shard gets its slices."""
+        image_ids = [record.image_id for shard in shards for record in shard.records]
+        for location, columns in sidecars.items():
             vectors, provenance = read_sidecar_columns(
                 location,
                 {column.name: column.dim for column in columns},

@@ -458,6 +458,12 @@ def test_missing_sidecar_says_how_to_make_it(load, sample_dir, tmp_path):
         load(tmp_path, "no_images", data_dir=str(sample_dir), doc2vec=True, doc2vec_path=str(tmp_path / "none.parquet"))
 
 
+def test_a_missing_sidecar_is_named_before_an_archive_is_fetched(mirror, tmp_path):
+    with raises_coco_error(SidecarError, r"sidecar .*none\.parquet not found"):
+        prepare(tmp_path, base_url=mirror.base_url, doc2vec=True, doc2vec_path=str(tmp_path / "none.parquet"))
+    assert mirror.traffic().body_bytes == 0
+
+
 def test_sidecar_missing_an_image(sample_dir, oracle, tmp_path):
     path = tmp_path / "partial.parquet"
     ids = sorted(oracle)[1:]
